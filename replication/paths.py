@@ -1,0 +1,56 @@
+"""Where things live. Every path resolves from the repository root, so a notebook runs the same
+from JupyterLab (cwd = notebooks/) and from papermill or a test (cwd = the root)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def root() -> Path:
+    """The repository root: $REPLICATION_ROOT, else the nearest parent holding dvc.yaml and params.yaml."""
+    env = os.environ.get("REPLICATION_ROOT")
+    if env:
+        return Path(env).resolve()
+    for base in (Path.cwd(), Path(__file__).resolve().parent):
+        for p in (base, *base.parents):
+            if (p / "dvc.yaml").exists() and (p / "params.yaml").exists():
+                return p
+    raise FileNotFoundError("cannot find the repository root (a folder with dvc.yaml and params.yaml); "
+                            "run from inside the repository or set REPLICATION_ROOT")
+
+
+def data() -> Path:
+    return root() / "data"
+
+
+def models() -> Path:
+    return root() / "models"
+
+
+def results() -> Path:
+    return root() / "results"
+
+
+def train_logs() -> Path:
+    return results() / "train"
+
+
+def figures() -> Path:
+    return root() / "paper_figures"
+
+
+def checkpoints() -> Path:
+    """Resumable training state; outside every DVC output, so `dvc repro` never deletes it."""
+    return root() / ".checkpoints"
+
+
+def cache() -> Path:
+    """Generated-image cache of the evaluation (keyed by model hash, prompts and sampler settings)."""
+    return root() / ".cache" / "images"
+
+
+def resolve(p: str | os.PathLike) -> Path:
+    """A path from params.yaml: absolute as is, relative to the repository root otherwise."""
+    p = Path(p)
+    return p if p.is_absolute() else root() / p

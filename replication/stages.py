@@ -1,0 +1,119 @@
+"""One function per pipeline stage: what a notebook calls. Each reads its section of the
+parameters, calls the real code in the package, and writes the stage's outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import data, evaluate, figures, paths, quiet_hub_progress
+from .config import Params
+from .methods.common import ImageTextSource
+from .methods.sharpening import SFTSharpening, SharpeningSpec
+from .models import T2IModel, build_tokenizer
+from .pretrain import train_base_model
+from .rewards import load_reward
+from .rewards.base import ImagePreprocess
+from .rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
+from .train import file_digest, train
+
+
+quiet_hub_progress()
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def model_source(name: str) -> str | Path:
+    """A params.yaml model reference: a repository folder (models/...) or a hub id."""
+    return paths.resolve(name) if name.startswith(("models", ".", "/")) else name
+
+
+# ----------------------------------------------------------------------------- stages
+def base_model(p: Params, show_progress: bool = True) -> dict:
+    """Stage base_model: train (tiny) or materialise (sdxl) models/base and report its quality."""
+    torch.manual_seed(0)
+    fit = train_base_model(p.base_model, show_progress=show_progress)
+    report = {"training": fit}
+    if p.base_model.source == "tiny":
+        report.update(evaluate.base_model_report(paths.models() / "base", p.base_model.generation,
+                                                 p.base_model.report_prompts, device()))
+    write_json(paths.results() / "base_model_report.json", report)
+    return report
+
+
+def clip(p: Params, show_progress: bool = True) -> dict:
+    """Stage clip: the reward CLIP and the separate evaluator CLIP (trained here in the tiny world)."""
+    out = {}
+    for role, cp in (("reward", p.clip.reward), ("evaluator", p.clip.evaluator)):
+        target = paths.models() / f"clip_{role}"
+        if cp.source != "tiny":
+            from transformers import AutoTokenizer, CLIPModel
+
+            CLIPModel.from_pretrained(cp.source, revision=cp.revision).save_pretrained(str(target))
+            AutoTokenizer.from_pretrained(cp.source, revision=cp.revision).save_pretrained(str(target))
+            out[role] = {"source": cp.source, "revision": cp.revision}
+            continue
+        sets = [data.load_image_set(n) for n in cp.datasets]
+        shard = 0 if role == "reward" else 1  # disjoint halves of the data for the two models
+        train_pairs, held_out = split_pairs(sets, shard)
+        tok = build_tokenizer()
+        model = build_tiny_clip(cp.arch, tok, seed=cp.train.seed)
+        pre = ImagePreprocess(cp.arch.image_size)
+        method = ContrastiveTraining(model, tok, pre, train_pairs, cp.train.batch_size, name=f"clip-{role}",
+                                     fingerprint={"arch": vars(cp.arch), "datasets": list(cp.datasets), "shard": shard})
+        train(method, cp.train, paths.checkpoints() / f"clip_{role}", paths.train_logs() / f"clip_{role}.csv",
+              out_dir=target, show_progress=show_progress)
+        scorer = CLIPScore.load(target, device())
+        out[role] = {"datasets": list(cp.datasets), "shard": shard, "train_pairs": len(train_pairs),
+                     "retrieval_heldout": retrieval_accuracy(scorer, held_out, p.clip.retrieval_pool)}
+    write_json(paths.results() / "clip_report.json", out)
+    return out
+
+
+def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
+    """Stage sft_sharpening: SFT Diffusion-Sharpening of models/base with the configured reward."""
+    s = p.sft_sharpening
+    dev = device()
+    src = model_source(s.model)
+    model = T2IModel.from_pretrained(src, device=dev, revision=s.revision)
+    reward = load_reward(s.reward, dev, scale="sdxl" if p.profile == "sdxl" else "tiny")
+    ds = data.load_image_set(s.dataset)
+    spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
+                          ode_steps=s.ode_steps)
+    fp = {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{s.revision}", "reward": s.reward,
+          "reward_model": file_digest(paths.models() / "clip_reward") if s.reward == "clip" else None,
+          "dataset": s.dataset}
+    method = SFTSharpening(model, reward, ImageTextSource(ds.images, ds.captions, s.dataset), s.train.batch_size,
+                           spec, fingerprint=fp)
+    fit = train(method, s.train, paths.checkpoints() / "sft_sharpening", paths.train_logs() / "sft_sharpening.csv",
+                out_dir=paths.models() / "sft_sharpening", show_progress=show_progress)
+    return fit
+
+
+def evaluate_clip(p: Params) -> dict:
+    """Stage evaluate: CLIP score (separate evaluator CLIP) of the systems on the DrawBench-like set."""
+    e = p.evaluate
+    systems = {name: paths.models() / name for name in e.systems}
+    evaluator = CLIPScore.load(paths.models() / "clip_evaluator", device())
+    res = evaluate.clip_evaluation(systems, e.prompts, e.generation, evaluator, e.seed, e.confidence, e.bootstrap,
+                                   device())
+    res["evaluator"] = "models/clip_evaluator"
+    write_json(paths.results() / "eval_clip.json", res)
+    return res
+
+
+def fig6(p: Params) -> list[Path]:
+    """Stage fig6: training reward mean +/- std against steps, from the training logs only."""
+    fig = figures.reward_curve({"SFT Diffusion-Sharpening": paths.train_logs() / "sft_sharpening.csv"},
+                               smoothing=p.figures.smoothing)
+    return figures.save(fig, "fig6_reward_curve", dpi=p.figures.dpi)

@@ -1,0 +1,250 @@
+"""The one training loop: every model in the project (VAE, CLIP, base UNet, every fine-tuning
+method) trains through `train`.
+
+A method is an object with
+    modules()           -> {name: nn.Module} whose trainable parameters are optimised and checkpointed
+    bind(prepared)      <- the same modules after `accelerator.prepare` (DDP/mixed precision wrappers)
+    loss(step, gen)     -> (scalar loss, {metric: float}); draws its own batch for `step` from `gen`
+    save(out_dir)       writes the final artifact (a diffusers/transformers folder)
+    fingerprint()       -> dict of everything the result depends on (resuming needs a match)
+
+The loop owns what every method needs and none should re-implement: accelerate (CPU here, one
+or many GPUs elsewhere, fp16/bf16), gradient accumulation, clipping, warmup, gradient
+checkpointing, NaN guard, a tqdm bar, a CSV metrics log for `dvc plots`, and checkpoints.
+
+Determinism and resume: step s draws all its randomness from a generator seeded by
+(seed, s), so a run that is killed and resumed from its last checkpoint (model, optimiser,
+scheduler and log restored) ends with the same weights as an uninterrupted one. Checkpoints
+live under `.checkpoints/<run>/`, outside the stage's DVC outputs, so `dvc repro` after a crash
+resumes instead of starting over; a checkpoint made with other parameters is discarded. A
+finished run keeps its result in `.checkpoints/<run>/final/` (hard-linked into `out_dir`), so a
+stage that fails after training reruns without training again.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm import tqdm
+
+from .config import TrainParams
+
+
+class Method(Protocol):
+    name: str
+
+    def modules(self) -> dict[str, torch.nn.Module]: ...
+
+    def bind(self, prepared: dict[str, torch.nn.Module]) -> None: ...
+
+    def loss(self, step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def save(self, out_dir: Path) -> None: ...
+
+    def fingerprint(self) -> dict: ...
+
+
+class TrainingDiverged(FloatingPointError):
+    pass
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of one optimiser step (CPU, so the stream is the same on every device)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+
+
+def file_digest(*files: Path) -> str:
+    """md5 over files (e.g. the weights a fine-tuning run starts from), for checkpoint fingerprints."""
+    h = hashlib.md5()
+    for f in files:
+        for p in sorted(Path(f).rglob("*")) if Path(f).is_dir() else [Path(f)]:
+            if p.is_file() and p.suffix in (".safetensors", ".json", ".bin", ".txt"):
+                h.update(p.name.encode())
+                h.update(hashlib.md5(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _fingerprint(method: Method, cfg: TrainParams) -> str:
+    relevant = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "log_every")}
+    blob = json.dumps({"method": method.fingerprint(), "train": relevant}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class MetricsLog:
+    """CSV with one row per logged step; on resume, rows after the checkpoint are dropped."""
+
+    def __init__(self, path: Path, keep_until: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        if keep_until > 0 and path.exists():
+            with path.open() as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r["step"]) <= keep_until]
+        self.fields = list(self.rows[0].keys()) if self.rows else None
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with self.path.open("w", newline="") as f:
+            if self.fields:
+                w = csv.DictWriter(f, self.fields)
+                w.writeheader()
+                w.writerows(self.rows)
+
+    def append(self, row: dict) -> None:
+        row = {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        if self.fields is None:
+            self.fields = list(row.keys())
+            self._rewrite()
+        extra = [k for k in row if k not in self.fields]
+        if extra:
+            raise KeyError(f"metric(s) {extra} appeared after the first logged step; log every key from step 1")
+        self.rows.append(row)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields).writerow(row)
+
+
+def _checkpoints(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_dir: Path | None = None,
+          keep_checkpoints: bool = False, show_progress: bool = True, stop_after: int | None = None) -> dict:
+    """Train `method` for cfg.steps optimiser steps; resume from run_dir if a matching checkpoint exists.
+
+    The result is saved to `run_dir/final` and linked into `out_dir` (if given). `stop_after`
+    ends the call early after that step (a checkpoint is written), as if killed; tests use it to
+    check that resuming reproduces an uninterrupted run.
+    """
+    from accelerate import Accelerator
+
+    fp = _fingerprint(method, cfg)
+    final = run_dir / "final"
+    stamp = run_dir / "fingerprint.txt"
+    if final.exists() and stamp.exists() and stamp.read_text().strip() == fp:
+        print(f"{method.name}: already trained with these parameters ({final}); reusing it")
+        _publish(final, out_dir)
+        _publish_log(run_dir, log_path)
+        return {"steps": cfg.steps, "done": True, "seconds": 0.0, "log": str(log_path), "final": str(final)}
+
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
+    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
+                      cpu=not torch.cuda.is_available())
+    mods = method.modules()
+    if cfg.gradient_checkpointing:
+        for m in mods.values():
+            if hasattr(m, "enable_gradient_checkpointing"):
+                m.enable_gradient_checkpointing()
+            elif hasattr(m, "gradient_checkpointing_enable"):
+                m.gradient_checkpointing_enable()
+    for m in mods.values():
+        m.train()
+    params = [p for m in mods.values() for p in m.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"{method.name}: no trainable parameters")
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
+                            weight_decay=cfg.weight_decay)
+    warm = max(0, cfg.lr_warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    names = list(mods)
+    prepared = acc.prepare(*mods.values(), opt, sched)
+    method.bind(dict(zip(names, prepared[: len(names)])))
+    opt, sched = prepared[len(names):]
+
+    # -- resume
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if stamp.exists() and stamp.read_text().strip() != fp:
+        print(f"{method.name}: checkpoints in {run_dir} were made with other parameters; starting afresh")
+        for c in _checkpoints(run_dir) + ([final] if final.exists() else []):
+            shutil.rmtree(c)
+    stamp.write_text(fp + "\n")
+    start = 0
+    ckpts = _checkpoints(run_dir)
+    if ckpts:
+        acc.load_state(str(ckpts[-1]))
+        start = int(ckpts[-1].name.split("-")[1])
+        print(f"{method.name}: resumed from {ckpts[-1]} (step {start}/{cfg.steps})")
+    log = MetricsLog(run_dir / "metrics.csv", keep_until=start)  # survives `dvc repro` deleting log_path
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=not show_progress, mininterval=3.0)
+    t0 = time.time()
+    last_step = start
+    for step in range(start + 1, cfg.steps + 1):
+        gen = step_generator(cfg.seed, step)
+        totals: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            with acc.accumulate(*prepared[: len(names)]):
+                loss, metrics = method.loss(step, gen)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"{method.name}: loss is {loss.item()} at step {step}. Lower the learning rate "
+                        f"(train.lr={cfg.lr}) or enable gradient clipping (train.max_grad_norm); the last good "
+                        f"checkpoint is kept in {run_dir} and a rerun resumes from it.")
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm > 0:
+                    gnorm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                    totals["grad_norm"] = float(gnorm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            totals["loss"] = totals.get("loss", 0.0) + loss.item() / cfg.grad_accum
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
+        last_step = step
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            row = {"step": step, "loss": totals.pop("loss"), "lr": sched.get_last_lr()[0], **totals}
+            log.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward_mean")}, refresh=False)
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or step == stop_after:
+            acc.save_state(str(run_dir / f"step-{step:06d}"))
+            for old in _checkpoints(run_dir)[:-1]:
+                shutil.rmtree(old)
+            _publish_log(run_dir, log_path)
+        if stop_after is not None and step >= stop_after:
+            break
+    bar.close()
+    done = last_step >= cfg.steps
+    if done:
+        acc.wait_for_everyone()
+        method.bind({k: acc.unwrap_model(m) for k, m in zip(names, prepared[: len(names)])})
+        if acc.is_main_process:
+            tmp = run_dir / "final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            method.save(tmp)
+            tmp.rename(final)
+            if not keep_checkpoints:
+                for c in _checkpoints(run_dir):
+                    shutil.rmtree(c)
+            _publish(final, out_dir)
+    return {"steps": last_step, "done": done, "seconds": time.time() - t0, "log": str(log_path), "final": str(final)}
+
+
+def _publish_log(run_dir: Path, log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run_dir / "metrics.csv", log_path)
+
+
+def _publish(final: Path, out_dir: Path | None) -> None:
+    """Put the finished result at out_dir as hard links (no second copy on disk; DVC may delete out_dir)."""
+    if out_dir is None:
+        return
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        shutil.copytree(final, out_dir, copy_function=os.link)
+    except OSError:  # another filesystem: copy
+        shutil.rmtree(out_dir, ignore_errors=True)
+        shutil.copytree(final, out_dir)
+
