@@ -280,6 +280,10 @@ def load(path: str | Path | None = None, profile: str | None = None, overrides: 
     try:
         # validate every profile's overrides too, so a typo under an inactive profile is caught now
         for name, over in profiles.items():
+            bad = [k for k in (over or {}) if k in ("profile", "profiles")]
+            if bad:
+                raise ConfigError(f"params: 'profiles.{name}.{bad[0]}' cannot be overridden by a profile")
+            _build(Params, over or {}, f"profiles.{name}")
             _build(Params, deep_merge(raw, over or {}), "")
         return _build(Params, merged, "")
     except ConfigError as e:

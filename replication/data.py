@@ -156,7 +156,7 @@ def dvc_dir_md5(path: Path) -> str:
     entries = []
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         entries.append({"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()})
-    entries.sort(key=lambda e: tuple(e["relpath"].split("/")))  # DVC sorts by path parts
+    entries.sort(key=lambda e: e["relpath"])  # dvc_data's Tree.as_list sorts by the relpath string
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
 
 

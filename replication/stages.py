@@ -10,7 +10,7 @@ import torch
 
 from . import data, evaluate, figures, paths, quiet_hub_progress
 from .config import Params
-from .methods.common import ImageTextSource
+from .methods.common import HFImageTextSource, ImageTextSource
 from .methods.sharpening import SFTSharpening, SharpeningSpec
 from .models import T2IModel, build_tokenizer
 from .pretrain import train_base_model
@@ -36,6 +36,14 @@ def write_json(path: Path, obj) -> Path:
 def model_source(name: str) -> str | Path:
     """A params.yaml model reference: a repository folder (models/...) or a hub id."""
     return paths.resolve(name) if name.startswith(("models", ".", "/")) else name
+
+
+def image_text_source(name: str, resolution: int):
+    """A tiny-world set by name, or a Hugging Face dataset id (paper scale, `datasets` required)."""
+    if name in data.IMAGE_SETS:
+        ds = data.load_image_set(name)
+        return ImageTextSource(ds.images, ds.captions, name)
+    return HFImageTextSource(data.load_hf_image_text(name), resolution, name=name)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -87,13 +95,12 @@ def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
     src = model_source(s.model)
     model = T2IModel.from_pretrained(src, device=dev, revision=s.revision)
     reward = load_reward(s.reward, dev, scale="sdxl" if p.profile == "sdxl" else "tiny")
-    ds = data.load_image_set(s.dataset)
     spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
                           ode_steps=s.ode_steps)
     fp = {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{s.revision}", "reward": s.reward,
           "reward_model": file_digest(paths.models() / "clip_reward") if s.reward == "clip" else None,
           "dataset": s.dataset}
-    method = SFTSharpening(model, reward, ImageTextSource(ds.images, ds.captions, s.dataset), s.train.batch_size,
+    method = SFTSharpening(model, reward, image_text_source(s.dataset, model.image_size), s.train.batch_size,
                            spec, fingerprint=fp)
     fit = train(method, s.train, paths.checkpoints() / "sft_sharpening", paths.train_logs() / "sft_sharpening.csv",
                 out_dir=paths.models() / "sft_sharpening", show_progress=show_progress)
@@ -117,3 +124,27 @@ def fig6(p: Params) -> list[Path]:
     fig = figures.reward_curve({"SFT Diffusion-Sharpening": paths.train_logs() / "sft_sharpening.csv"},
                                smoothing=p.figures.smoothing)
     return figures.save(fig, "fig6_reward_curve", dpi=p.figures.dpi)
+
+
+STAGES = {"base_model": base_model, "clip": clip, "sft_sharpening": sft_sharpening, "evaluate": evaluate_clip,
+          "fig6": fig6}
+
+
+def main(argv=None) -> int:
+    """Run one stage without a notebook, e.g. on several GPUs:
+    `accelerate launch -m replication.stages sft_sharpening --profile sdxl`."""
+    import argparse
+
+    from . import config
+
+    ap = argparse.ArgumentParser(prog="python -m replication.stages", description=main.__doc__)
+    ap.add_argument("stage", choices=sorted(STAGES))
+    ap.add_argument("--profile", default=None)
+    a = ap.parse_args(argv)
+    out = STAGES[a.stage](config.load(profile=a.profile))
+    print(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -57,9 +57,10 @@ class TrainingDiverged(FloatingPointError):
     pass
 
 
-def step_generator(seed: int, step: int) -> torch.Generator:
-    """The generator of one optimiser step (CPU, so the stream is the same on every device)."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2**63 - 1))
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The generator of one optimiser step on one process (CPU, so the stream is the same on every
+    device); each process of a multi-GPU run draws its own batch."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) + int(rank) * 998_244_353) % (2**63 - 1))
 
 
 def file_digest(*files: Path) -> str:
@@ -161,25 +162,29 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
     opt, sched = prepared[len(names):]
 
     # -- resume
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if stamp.exists() and stamp.read_text().strip() != fp:
-        print(f"{method.name}: checkpoints in {run_dir} were made with other parameters; starting afresh")
-        for c in _checkpoints(run_dir) + ([final] if final.exists() else []):
-            shutil.rmtree(c)
-    stamp.write_text(fp + "\n")
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if stamp.exists() and stamp.read_text().strip() != fp:
+            print(f"{method.name}: checkpoints in {run_dir} were made with other parameters; starting afresh")
+            for c in _checkpoints(run_dir) + ([final] if final.exists() else []):
+                shutil.rmtree(c)
+        stamp.write_text(fp + "\n")
+    acc.wait_for_everyone()
     start = 0
     ckpts = _checkpoints(run_dir)
     if ckpts:
         acc.load_state(str(ckpts[-1]))
         start = int(ckpts[-1].name.split("-")[1])
         print(f"{method.name}: resumed from {ckpts[-1]} (step {start}/{cfg.steps})")
-    log = MetricsLog(run_dir / "metrics.csv", keep_until=start)  # survives `dvc repro` deleting log_path
+    main = acc.is_main_process
+    log = MetricsLog(run_dir / "metrics.csv", keep_until=start) if main else None  # survives `dvc repro`
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=not show_progress, mininterval=3.0)
+    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=not (show_progress and main),
+               mininterval=3.0)
     t0 = time.time()
     last_step = start
     for step in range(start + 1, cfg.steps + 1):
-        gen = step_generator(cfg.seed, step)
+        gen = step_generator(cfg.seed, step, acc.process_index)
         totals: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             with acc.accumulate(*prepared[: len(names)]):
@@ -200,16 +205,22 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / cfg.grad_accum
         last_step = step
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if acc.num_processes > 1:  # log the mean over processes
+            keys = sorted(totals)
+            vals = acc.reduce(torch.tensor([totals[k] for k in keys], device=acc.device), reduction="mean")
+            totals = dict(zip(keys, vals.tolist()))
+        if main and (step % cfg.log_every == 0 or step == cfg.steps):
             row = {"step": step, "loss": totals.pop("loss"), "lr": sched.get_last_lr()[0], **totals}
             log.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward_mean")}, refresh=False)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or step == stop_after:
             acc.save_state(str(run_dir / f"step-{step:06d}"))
-            for old in _checkpoints(run_dir)[:-1]:
-                shutil.rmtree(old)
-            _publish_log(run_dir, log_path)
+            acc.wait_for_everyone()
+            if main:
+                for old in _checkpoints(run_dir)[:-1]:
+                    shutil.rmtree(old)
+                _publish_log(run_dir, log_path)
         if stop_after is not None and step >= stop_after:
             break
     bar.close()

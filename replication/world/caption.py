@@ -196,7 +196,8 @@ def sample_captioned(sampler: Sampler, style: str, heldout: bool | None = None) 
     """A random scene with a true caption in `style`.
 
     `heldout=True` asks for a prompt that states a held-out composition (CompBench-like held-out
-    split); `False` or None for none (training sets never contain one).
+    split), `False` for one that states none, None for either. Whether the *scene* may contain
+    held-out objects at all is the sampler's `allow_heldout` (training sets never do).
     """
     if style not in STYLES:
         raise ValueError(f"unknown caption style {style!r}; known: {STYLES}")

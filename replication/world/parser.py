@@ -5,9 +5,10 @@ for real images). Detection is batched in torch:
 
 1. foreground = saturated pixels (the background and only the background is grey/white);
 2. connected components by max-label propagation over 8-neighbourhoods;
-3. per-component statistics by scatter-add: area, centroid, bounding box, hue (circular mean),
-   fill ratio and vertical asymmetry (shape), extent (size), and the dark-shade pattern
-   (texture: no dark pixels = plain; dark rows = striped; dark in both directions = checkered).
+3. per-component statistics by scatter-add: bounding box (position, extent -> size), hue
+   (saturation-weighted circular mean -> colour), intersection-over-union with each ideal shape
+   drawn at the box (shape), and the brightness pattern of the interior (texture: flat = plain;
+   dark rows = striped; dark in both directions = checkered).
 
 Scoring matches the prompt's noun phrases to detections (injective, maximising the number of
 satisfied claims); a phrase with a number claims exactly that many matching objects.
@@ -25,9 +26,11 @@ import torch.nn.functional as F
 
 from . import vocab
 from .caption import Phrase, Spec, parse_prompt
+from .render import shape_mask as shape_inside
 from .scene import extent
 
-SAT_MIN = 0.45  # saturation above which a pixel belongs to an object
+SAT_MIN = 0.3  # saturation above which a pixel belongs to an object (a 50/50 blend with the background is ~0.4)
+CONTRAST_MIN = 0.2  # relative brightness range inside an object above which it is textured
 
 
 def _hue_sat_val(img: torch.Tensor):
@@ -88,6 +91,12 @@ def label_components(fg: torch.Tensor) -> torch.Tensor:
     return lab.long()
 
 
+def image_of_components(inv: torch.Tensor, n: int, h: int, w: int, k: int) -> torch.Tensor:
+    """Index of the image each component label belongs to."""
+    return torch.zeros(k, dtype=torch.long).scatter_reduce(
+        0, inv.reshape(-1), torch.arange(n).repeat_interleave(h * w), "amax", include_self=False)
+
+
 @torch.no_grad()
 def detect(images, canvas: int | None = None) -> list[list[Detection]]:
     img = as_float_images(images)
@@ -96,76 +105,94 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
     hue, sat, val = _hue_sat_val(img)
     fg = sat > SAT_MIN
     lab = label_components(fg)
-    flat = lab.view(-1)
-    ids, inv = torch.unique(flat, return_inverse=True)  # ids[0] == 0 is background
+    ids, inv = torch.unique(lab.view(-1), return_inverse=True)  # ids[0] == 0 is the background
     k = len(ids)
     inv = inv.view(n, h, w)
+    flat_inv = inv.reshape(-1)
 
-    def ssum(x):
-        return torch.zeros(k, dtype=torch.float64).index_add_(0, inv.reshape(-1), x.reshape(-1).double())
+    def ssum(x, where=None):
+        x = x.double() if where is None else (x.double() * where)
+        return torch.zeros(k, dtype=torch.float64).index_add_(0, flat_inv, x.reshape(-1))
+
+    def sreduce(x, how):
+        init = torch.full((k,), float("inf") if how == "amin" else float("-inf"), dtype=torch.float64)
+        return init.scatter_reduce(0, flat_inv, x.reshape(-1).double(), how)
 
     ys = torch.arange(h, dtype=torch.float64)[None, :, None].expand(n, h, w)
     xs = torch.arange(w, dtype=torch.float64)[None, None, :].expand(n, h, w)
     area = ssum(torch.ones(n, h, w))
-
-    def sreduce(x, how):
-        init = torch.full((k,), float("inf") if how == "amin" else float("-inf"), dtype=torch.float64)
-        return init.scatter_reduce(0, inv.reshape(-1), x.reshape(-1).double(), how)
-
     x0, x1, y0, y1 = sreduce(xs, "amin"), sreduce(xs, "amax"), sreduce(ys, "amin"), sreduce(ys, "amax")
-    bw, bh = x1 - x0 + 1, y1 - y0 + 1
-    fill = area / (bw * bh)
-    ymid = (y0 + y1) / 2
-    below = ssum((ys > ymid[inv]).double())
-    above = ssum((ys < ymid[inv]).double())
-    asym = (below - above) / area
+    ext = torch.maximum(x1 - x0 + 1, y1 - y0 + 1)
 
-    hx, hy = ssum(sat * torch.cos(hue)), ssum(sat * torch.sin(hue))
-    comp_hue = torch.atan2(hy, hx)
+    # shape: intersection-over-union with each ideal shape drawn at the component's box (renderer math)
+    # (templates are drawn in a window around each box; pixel-grid effects make a shape's box 1 px
+    # wider or narrower than its extent, so d = box - 1, box, box + 1 are tried)
+    comps = torch.arange(1, k)
+    r = int(ext[1:].max().item()) // 2 + 2 if k > 1 else 1
+    off = torch.arange(-r, r + 1)
+    cx2, cy2 = (x0 + x1 + 1)[1:], (y0 + y1 + 1)[1:]  # box centres, half-pixel units
+    px = (cx2.floor().long() // 2)[:, None, None] + off[None, None, :]  # (K-1, 1, W)
+    py = (cy2.floor().long() // 2)[:, None, None] + off[None, :, None]  # (K-1, W, 1)
+    inside_img = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    img_idx = image_of_components(inv, n, h, w, k)[1:, None, None]
+    member = inside_img & (inv[img_idx, py.clamp(0, h - 1), px.clamp(0, w - 1)] == comps[:, None, None])
+    u = (2 * px + 1 - cx2[:, None, None]).double()
+    v = (2 * py + 1 - cy2[:, None, None]).double()
+    iou = []
+    for name in vocab.SHAPES:
+        best = torch.zeros(k - 1, dtype=torch.float64)
+        for delta in (-1, 0, 1):
+            t = shape_inside(name, u, v, (ext[1:] + delta).clamp_min(1)[:, None, None])
+            inter = (t & member).sum((1, 2)).double()
+            best = torch.maximum(best, inter / (t | member).sum((1, 2)).clamp_min(1).double())
+        iou.append(torch.cat([torch.zeros(1, dtype=torch.float64), best]))
+    shape_idx = torch.stack(iou, 1).argmax(1)
+
+    # colour: saturation-weighted circular mean of the hue, nearest palette hue
+    comp_hue = torch.atan2(ssum(sat * torch.sin(hue)), ssum(sat * torch.cos(hue)))
     dist = torch.remainder(comp_hue[:, None] - PALETTE_HUES[None].double() + math.pi, 2 * math.pi) - math.pi
     color_idx = dist.abs().argmin(1)
 
-    vmax = sreduce(val, "amax")
-    dark = (val < 0.72 * vmax[inv]) & fg
-    frac_dark = ssum(dark.double()) / area
-    same_h = (inv[:, :, 1:] == inv[:, :, :-1]) & fg[:, :, 1:]
-    same_v = (inv[:, 1:, :] == inv[:, :-1, :]) & fg[:, 1:, :]
-    ch_h = torch.zeros(k, dtype=torch.float64).index_add_(
-        0, inv[:, :, 1:][same_h], (dark[:, :, 1:] != dark[:, :, :-1])[same_h].double())
-    ch_v = torch.zeros(k, dtype=torch.float64).index_add_(
-        0, inv[:, 1:, :][same_v], (dark[:, 1:, :] != dark[:, :-1, :])[same_v].double())
-    n_h = torch.zeros(k, dtype=torch.float64).index_add_(0, inv[:, :, 1:][same_h], torch.ones(int(same_h.sum()), dtype=torch.float64))
-    n_v = torch.zeros(k, dtype=torch.float64).index_add_(0, inv[:, 1:, :][same_v], torch.ones(int(same_v.sum()), dtype=torch.float64))
-    rate_h, rate_v = ch_h / n_h.clamp_min(1), ch_v / n_v.clamp_min(1)
+    # texture, from the interior (pixels whose 4 neighbours are in the same component; edges blend
+    # with the background): plain if the brightness barely varies, else the dark pixels (below the
+    # midpoint of the component's brightness range) alternate by rows (striped) or both ways (checkered)
+    pad = F.pad(inv, (1, 1, 1, 1), value=-1)
+    interior = fg & (pad[:, :-2, 1:-1] == inv) & (pad[:, 2:, 1:-1] == inv) & (pad[:, 1:-1, :-2] == inv) \
+        & (pad[:, 1:-1, 2:] == inv)
+    vi = torch.where(interior, val, torch.nan)
+    vmax = sreduce(torch.where(interior, val, -1.0), "amax")
+    vmin = sreduce(torch.where(interior, val, 2.0), "amin")
+    contrast = (vmax - vmin) / vmax.clamp_min(1e-6)
+    dark = interior & (vi < ((vmax + vmin) / 2)[inv])
+    pair_h = interior[:, :, 1:] & interior[:, :, :-1] & (inv[:, :, 1:] == inv[:, :, :-1])
+    pair_v = interior[:, 1:, :] & interior[:, :-1, :] & (inv[:, 1:, :] == inv[:, :-1, :])
 
-    ext = torch.maximum(bw, bh)
+    def rate(pair, a, b, owner):
+        changes = torch.zeros(k, dtype=torch.float64).index_add_(0, owner[pair], (a != b)[pair].double())
+        return changes / torch.zeros(k, dtype=torch.float64).index_add_(
+            0, owner[pair], torch.ones(int(pair.sum()), dtype=torch.float64)).clamp_min(1)
+
+    rate_h = rate(pair_h, dark[:, :, 1:], dark[:, :, :-1], inv[:, :, 1:])
+    rate_v = rate(pair_v, dark[:, 1:, :], dark[:, :-1, :], inv[:, 1:, :])
+
     size_cut = (extent("small", canvas) + extent("big", canvas)) / 2
     min_area = max(4.0, 12.0 * (canvas / 32) ** 2)
-    image_of = torch.zeros(k, dtype=torch.long).scatter_reduce(
-        0, inv.reshape(-1), torch.arange(n).repeat_interleave(h * w), "amax", include_self=False)
+    image_of = image_of_components(inv, n, h, w, k)
 
     out: list[list[Detection]] = [[] for _ in range(n)]
     for c in range(1, k):
         if area[c] < min_area:
             continue
-        if asym[c] > 0.25:
-            shape = "triangle"
-        elif fill[c] > 0.89:
-            shape = "square"
-        elif fill[c] > 0.64:
-            shape = "circle"
-        else:
-            shape = "diamond"
-        if frac_dark[c] < 0.18:
+        if not contrast[c] >= CONTRAST_MIN:  # also true for objects without interior pixels (NaN)
             texture = "plain"
         elif rate_h[c] < 0.45 * rate_v[c]:
             texture = "striped"
         else:
             texture = "checkered"
         out[int(image_of[c])].append(Detection(
-            shape=shape, color=vocab.COLORS[int(color_idx[c])], texture=texture,
-            size="big" if ext[c] > size_cut else "small", x=float(x0[c] + x1[c] + 1) / 2, y=float(y0[c] + y1[c] + 1) / 2,
-            area=int(area[c]), extent=int(ext[c])))
+            shape=vocab.SHAPES[int(shape_idx[c])], color=vocab.COLORS[int(color_idx[c])], texture=texture,
+            size="big" if ext[c] > size_cut else "small", x=float(x0[c] + x1[c] + 1) / 2,
+            y=float(y0[c] + y1[c] + 1) / 2, area=int(area[c]), extent=int(ext[c])))
     for dets in out:
         dets.sort(key=lambda d: (d.y, d.x))
     return out

@@ -72,7 +72,9 @@ def render(scene: Scene) -> np.ndarray:
 
 def render_batch(scenes: list[Scene]) -> np.ndarray:
     """(N, S, S, 3) uint8 images of scenes that share one canvas size."""
+    if not scenes:
+        return np.zeros((0, 32, 32, 3), np.uint8)
     sizes = {s.canvas for s in scenes}
     if len(sizes) != 1:
         raise ValueError(f"render_batch needs one canvas size, got {sorted(sizes)}")
-    return np.stack([render(s) for s in scenes]) if scenes else np.zeros((0, 32, 32, 3), np.uint8)
+    return np.stack([render(s) for s in scenes])

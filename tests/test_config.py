@@ -1,0 +1,265 @@
+"""params.yaml validation: every profile loads, errors name the key path and the fix, profiles merge
+key by key, set_profile edits one line, and the command line check passes."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from replication import config
+from replication.config import ConfigError
+
+
+@pytest.fixture
+def params_text(repo_root) -> str:
+    return (repo_root / "params.yaml").read_text()
+
+
+def write_params(tmp_path: Path, raw: dict | str) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw, sort_keys=False))
+    return p
+
+
+# ----------------------------------------------------------------------------- the repository's params
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_repository_params_load(repo_root, profile):
+    p = config.load(repo_root / "params.yaml", profile=profile)
+    assert p.profile == profile
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    # the file's values arrive (checked on keys no profile overrides)
+    assert p.sft_sharpening.n == raw["sft_sharpening"]["n"] == 3
+    assert p.sft_sharpening.m == raw["sft_sharpening"]["m"] == 3
+    assert p.clip.evaluator.arch.layers == 4 and p.clip.reward.arch.layers == 3
+    assert p.evaluate.systems == tuple(raw["evaluate"]["systems"])
+    assert p.base_model.arch.vae_channels == tuple(raw["base_model"]["arch"]["vae_channels"])
+    over = (raw.get("profiles") or {}).get(profile) or {}
+    steps = over.get("sft_sharpening", {}).get("train", {}).get("steps", raw["sft_sharpening"]["train"]["steps"])
+    assert p.sft_sharpening.train.steps == steps
+    assert config.load(repo_root / "params.yaml").profile == raw["profile"]
+
+
+def leaves(d: dict, prefix: tuple = ()):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), v
+
+
+def get(obj, path: tuple):
+    for k in path:
+        obj = getattr(obj, k)
+    return obj
+
+
+def norm(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@pytest.mark.parametrize("profile", config.PROFILES)
+def test_every_leaf_arrives_merged(repo_root, profile):
+    """Each value of params.yaml reaches the loaded Params; the profile's values win where it has them."""
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    over = dict(leaves((raw.get("profiles") or {}).get(profile) or {}))
+    p = config.load(repo_root / "params.yaml", profile=profile)
+    n_base = n_over = 0
+    for path, v in leaves({k: raw[k] for k in config.SECTIONS}):
+        want = over.get(path, v)
+        assert get(p, path) == norm(want), (profile, ".".join(path))
+        n_base += path not in over
+    for path, v in over.items():
+        assert get(p, path) == norm(v), (profile, ".".join(path))
+        n_over += 1
+    assert n_base > 50 and (n_over > 5 or profile == "tiny")
+
+
+def test_profile_specific_values(repo_root):
+    sdxl = config.load(repo_root / "params.yaml", profile="sdxl")
+    assert sdxl.base_model.source != "tiny"  # paper scale materialises a hub model
+    tiny = config.load(repo_root / "params.yaml", profile="tiny")
+    assert tiny.base_model.source == "tiny" and tiny.sft_sharpening.train.mixed_precision == "no"
+
+
+# ----------------------------------------------------------------------------- errors
+def error_of(**kw) -> str:
+    with pytest.raises(ConfigError) as e:
+        config.load(**kw)
+    return str(e.value)
+
+
+def test_unknown_key_names_path_and_valid_keys(repo_root):
+    msg = error_of(path=repo_root / "params.yaml", overrides={"sft_sharpening": {"train": {"stpes": 5}}})
+    assert "'sft_sharpening.train.stpes'" in msg
+    assert "Valid keys under 'sft_sharpening.train'" in msg
+    for k in ("steps", "batch_size", "lr", "seed", "checkpoint_every"):
+        assert k in msg
+    msg = error_of(path=repo_root / "params.yaml", overrides={"clip": {"evaluator": {"arch": {"layerz": 2}}}})
+    assert "'clip.evaluator.arch.layerz'" in msg and "layers" in msg and "embed_dim" in msg
+    msg = error_of(path=repo_root / "params.yaml", overrides={"sharpening": {"n": 2}})
+    assert "'sharpening'" in msg and "sft_sharpening" in msg and "base_model" in msg
+
+
+@pytest.mark.parametrize("override, path, words", [
+    ({"sft_sharpening": {"n": "3"}}, "sft_sharpening.n", "whole number"),
+    ({"sft_sharpening": {"n": 3.5}}, "sft_sharpening.n", "whole number"),
+    ({"sft_sharpening": {"n": True}}, "sft_sharpening.n", "whole number"),
+    ({"sft_sharpening": {"train": {"lr": "fast"}}}, "sft_sharpening.train.lr", "must be a number"),
+    ({"evaluate": {"confidence": [0.9]}}, "evaluate.confidence", "must be a number"),
+    ({"sft_sharpening": {"train": {"gradient_checkpointing": 1}}}, "sft_sharpening.train.gradient_checkpointing",
+     "true or false"),
+    ({"sft_sharpening": {"train": {"gradient_checkpointing": "yes"}}},
+     "sft_sharpening.train.gradient_checkpointing", "true or false"),
+    ({"evaluate": {"systems": "base"}}, "evaluate.systems", "must be a list"),
+    ({"evaluate": {"systems": ["base", 3]}}, "evaluate.systems[1]", "must be a string"),
+    ({"clip": {"reward": 5}}, "clip.reward", "must be a mapping"),
+])
+def test_wrong_types(repo_root, override, path, words):
+    msg = error_of(path=repo_root / "params.yaml", overrides=override)
+    assert f"'{path}'" in msg and words in msg, msg
+
+
+@pytest.mark.parametrize("override, path, choices", [
+    ({"sft_sharpening": {"aggregate": "max"}}, "sft_sharpening.aggregate", ("'sum'", "'mean'")),
+    ({"sft_sharpening": {"x0": "exact"}}, "sft_sharpening.x0", ("'tweedie'", "'ode'")),
+    ({"sft_sharpening": {"train": {"mixed_precision": "fp32"}}}, "sft_sharpening.train.mixed_precision",
+     ("'no'", "'fp16'", "'bf16'")),
+])
+def test_bad_literal(repo_root, override, path, choices):
+    msg = error_of(path=repo_root / "params.yaml", overrides=override)
+    assert f"'{path}'" in msg and all(c in msg for c in choices), msg
+
+
+def test_unknown_profile(repo_root, tmp_path, params_text):
+    msg = error_of(path=repo_root / "params.yaml", profile="huge")
+    assert "'huge'" in msg and all(p in msg for p in config.PROFILES)
+    p = write_params(tmp_path, params_text.replace("\nprofile: tiny\n", "\nprofile: medium\n"))
+    msg = error_of(path=p)
+    assert "'medium'" in msg and "tiny, smoke, sdxl" in msg
+    raw = yaml.safe_load(params_text)
+    raw["profiles"]["large"] = {"figures": {"dpi": 300}}
+    msg = error_of(path=write_params(tmp_path, raw))
+    assert "'profiles.large'" in msg and "tiny, smoke, sdxl" in msg
+
+
+def _smoke_typo(params_text: str) -> dict:
+    raw = yaml.safe_load(params_text)
+    assert raw["profile"] == "tiny"
+    raw["profiles"]["smoke"]["base_model"]["vae"]["train"]["stesp"] = 5
+    return raw
+
+
+def test_unknown_key_under_inactive_profile(tmp_path, params_text):
+    p = write_params(tmp_path, _smoke_typo(params_text))
+    msg = error_of(path=p)  # the active profile is tiny: the smoke typo is still caught
+    assert "stesp" in msg and "base_model.vae.train.stesp" in msg
+    assert "Valid keys under" in msg and "steps" in msg and "batch_size" in msg
+    raw = yaml.safe_load(params_text)
+    raw["profiles"]["sdxl"]["sft_sharpening"]["train"]["lr"] = "tiny"
+    msg = error_of(path=write_params(tmp_path, raw), profile="smoke")
+    assert "sft_sharpening.train.lr" in msg and "must be a number" in msg
+
+
+def test_unknown_key_under_inactive_profile_names_full_path(tmp_path, params_text):
+    p = write_params(tmp_path, _smoke_typo(params_text))
+    msg = error_of(path=p)
+    assert "'profiles.smoke.base_model.vae.train.stesp'" in msg, msg
+
+
+def test_missing_params_file(tmp_path):
+    msg = error_of(path=tmp_path / "nope.yaml")
+    assert "does not exist" in msg
+
+
+# ----------------------------------------------------------------------------- merging and YAML quirks
+def test_profile_overrides_merge_key_by_key(repo_root):
+    raw = yaml.safe_load((repo_root / "params.yaml").read_text())
+    over = raw["profiles"]["smoke"]["clip"]["evaluator"]["train"]
+    assert set(over) == {"steps", "batch_size", "checkpoint_every"}  # the override touches only these
+    tiny = config.load(repo_root / "params.yaml", profile="tiny")
+    smoke = config.load(repo_root / "params.yaml", profile="smoke")
+    ev = smoke.clip.evaluator
+    assert (ev.train.steps, ev.train.batch_size, ev.train.checkpoint_every) == (
+        over["steps"], over["batch_size"], over["checkpoint_every"])
+    assert ev.train.steps != tiny.clip.evaluator.train.steps
+    assert ev.train.seed == 1  # the evaluator's own seed survives the override of its train section
+    assert ev.arch.layers == 4  # and so does its architecture
+    assert ev.train.lr == tiny.clip.evaluator.train.lr == 1e-3
+    assert ev.train.weight_decay == 0.1 and ev.train.lr_warmup_steps == 50
+    assert smoke.clip.reward.train.seed == 0 and smoke.clip.reward.arch.layers == 3
+    assert tiny.clip.evaluator.train.steps == 1500
+    # the sft override keeps the file's own non-default values (adam_beta1 0.0, lr 1e-4)
+    assert smoke.sft_sharpening.train.adam_beta1 == 0.0 and smoke.sft_sharpening.train.lr == pytest.approx(1e-4)
+    sft_over = raw["profiles"]["smoke"]["sft_sharpening"]["train"]
+    assert smoke.sft_sharpening.train.steps == sft_over["steps"] != tiny.sft_sharpening.train.steps
+    assert smoke.base_model.generation.guidance_scale == tiny.base_model.generation.guidance_scale
+
+
+def test_overrides_apply_last(repo_root):
+    p = config.load(repo_root / "params.yaml", profile="smoke",
+                    overrides={"sft_sharpening": {"n": 5, "train": {"steps": 2}}})
+    assert p.sft_sharpening.n == 5 and p.sft_sharpening.train.steps == 2
+    smoke = config.load(repo_root / "params.yaml", profile="smoke")
+    assert p.sft_sharpening.train.batch_size == smoke.sft_sharpening.train.batch_size  # merged under it
+    assert p.sft_sharpening.m == 3
+
+
+def test_yaml_exponent_without_dot_is_a_float(tmp_path, params_text):
+    text = params_text.replace("lr: 1.0e-4, adam_beta1", "lr: 1e-4, adam_beta1").replace(
+        "kl_weight: 1.0e-6", "kl_weight: 1e-6")
+    assert text.count("1e-4") == 1 and "kl_weight: 1e-6" in text
+    raw = yaml.safe_load(text)
+    assert raw["sft_sharpening"]["train"]["lr"] == "1e-4"  # PyYAML reads it as a string
+    p = config.load(write_params(tmp_path, text), profile="tiny")
+    assert isinstance(p.sft_sharpening.train.lr, float) and p.sft_sharpening.train.lr == 1e-4
+    assert p.base_model.vae.kl_weight == 1e-6
+
+
+# ----------------------------------------------------------------------------- set_profile and the CLI
+def test_set_profile_rewrites_only_the_profile_line(tmp_path, params_text):
+    p = write_params(tmp_path, params_text)
+    config.set_profile("smoke", p)
+    new = p.read_text()
+    assert new == params_text.replace("\nprofile: tiny\n", "\nprofile: smoke\n", 1)
+    assert new != params_text
+    old_lines, new_lines = params_text.splitlines(keepends=True), new.splitlines(keepends=True)
+    assert len(old_lines) == len(new_lines)
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    assert len(changed) == 1 and new_lines[changed[0]] == "profile: smoke\n"
+    assert sum(line.lstrip().startswith("#") for line in new_lines) == sum(
+        line.lstrip().startswith("#") for line in old_lines) > 0
+    assert config.load(p).profile == "smoke"
+    assert config.load(p) == config.load(p, profile="smoke")
+    config.set_profile("tiny", p)
+    assert p.read_text() == params_text
+
+
+def test_set_profile_keeps_trailing_comment(tmp_path):
+    p = write_params(tmp_path, "# head\nprofile: tiny   # the scale\nprofiles: {}\n")
+    config.set_profile("sdxl", p)
+    assert p.read_text() == "# head\nprofile: sdxl   # the scale\nprofiles: {}\n"
+
+
+def test_set_profile_rejects_unknown(tmp_path, params_text):
+    p = write_params(tmp_path, params_text)
+    with pytest.raises(ConfigError, match="'huge'.*tiny, smoke, sdxl"):
+        config.set_profile("huge", p)
+    assert p.read_text() == params_text
+    (tmp_path / "other").mkdir()
+    q = write_params(tmp_path / "other", "profiles: {}\n")
+    with pytest.raises(ConfigError, match="no top-level 'profile:' line"):
+        config.set_profile("smoke", q)
+
+
+def test_cli_check(repo_root):
+    env = {**os.environ, "REPLICATION_ROOT": str(repo_root)}
+    r = subprocess.run([sys.executable, "-m", "replication.config", "check"], cwd=repo_root, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)

@@ -1,0 +1,124 @@
+"""The one training loop: resume equals an uninterrupted run, NaN guard, fingerprints, final reuse."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from replication.config import TrainParams
+from replication.train import TrainingDiverged, step_generator, train
+
+
+class Regression:
+    """A linear model fitted to y = 3x - 1 with noise drawn from the step generator."""
+
+    name = "regression"
+
+    def __init__(self, tag: float = 0.0, nan_at: int | None = None):
+        torch.manual_seed(0)
+        self.lin = torch.nn.Linear(4, 1)
+        self.nan_at = nan_at
+        self.tag = tag
+
+    def modules(self):
+        return {"lin": self.lin}
+
+    def bind(self, prepared):
+        self.lin = prepared["lin"]
+
+    def fingerprint(self):
+        return {"tag": self.tag}
+
+    def loss(self, step, gen):
+        x = torch.randn(16, 4, generator=gen)
+        y = 3 * x.sum(1, keepdim=True) - 1 + 0.1 * torch.randn(16, 1, generator=gen)
+        loss = (self.lin(x) - y).pow(2).mean()
+        if self.nan_at is not None and step >= self.nan_at:
+            loss = loss * float("nan")
+        return loss, {"abs_bias": self.lin.bias.abs().item()}
+
+    def save(self, out_dir):
+        torch.save(self.lin.state_dict(), out_dir / "lin.pt")
+
+
+def cfg(**kw) -> TrainParams:
+    base = dict(steps=8, batch_size=16, lr=0.4, checkpoint_every=2, seed=3, adam_beta1=0.9)
+    base.update(kw)
+    return TrainParams(**base)
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_step_generator_is_deterministic_and_step_specific():
+    a = torch.randn(3, generator=step_generator(1, 5))
+    assert torch.equal(a, torch.randn(3, generator=step_generator(1, 5)))
+    assert not torch.equal(a, torch.randn(3, generator=step_generator(1, 6)))
+    assert not torch.equal(a, torch.randn(3, generator=step_generator(2, 5)))
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
+    full = Regression()
+    train(full, cfg(), tmp_path / "a", tmp_path / "a.csv", out_dir=tmp_path / "out_a", show_progress=False)
+
+    part = Regression()
+    r = train(part, cfg(), tmp_path / "b", tmp_path / "b.csv", show_progress=False, stop_after=5)
+    assert r["done"] is False and r["steps"] == 5
+    assert (tmp_path / "b" / "step-000005").exists()
+    resumed = Regression()  # a new process would start from fresh weights and load the checkpoint
+    r = train(resumed, cfg(), tmp_path / "b", tmp_path / "b.csv", out_dir=tmp_path / "out_b", show_progress=False)
+    assert r["done"] is True
+
+    wa = torch.load(tmp_path / "out_a" / "lin.pt")
+    wb = torch.load(tmp_path / "out_b" / "lin.pt")
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    ra, rb = rows(tmp_path / "a.csv"), rows(tmp_path / "b.csv")
+    assert [r["step"] for r in rb] == [str(i) for i in range(1, 9)]
+    assert ra == rb  # the log of the resumed run has no duplicated or missing steps
+    # the loss went down: the loop optimises
+    assert float(ra[-1]["loss"]) < float(ra[0]["loss"]) / 2
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False)
+    (tmp_path / "r.csv").unlink()  # dvc repro deletes a stage's outputs before rerunning it
+    import shutil
+
+    shutil.rmtree(tmp_path / "out")
+    again = train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out",
+                  show_progress=False)
+    assert again["seconds"] == 0.0
+    assert (tmp_path / "out" / "lin.pt").exists() and len(rows(tmp_path / "r.csv")) == 8
+
+
+def test_checkpoint_with_other_parameters_is_discarded(tmp_path, capsys):
+    train(Regression(tag=1.0), cfg(), tmp_path / "r", tmp_path / "r.csv", show_progress=False, stop_after=4)
+    train(Regression(tag=2.0), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "o2", show_progress=False)
+    assert "other parameters" in capsys.readouterr().out
+    train(Regression(tag=2.0), cfg(), tmp_path / "fresh", tmp_path / "f.csv", out_dir=tmp_path / "o3",
+          show_progress=False)
+    a, b = torch.load(tmp_path / "o2" / "lin.pt"), torch.load(tmp_path / "o3" / "lin.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    with pytest.raises(TrainingDiverged, match=r"train\.lr"):
+        train(Regression(nan_at=5), cfg(), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
+    assert (tmp_path / "r" / "step-000004").exists()
+
+
+def test_fp16_on_cpu_is_refused_with_the_fix(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("fp16 is valid on a GPU")
+    with pytest.raises(ValueError, match="mixed_precision"):
+        train(Regression(), cfg(mixed_precision="fp16"), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
+
+
+def test_gradient_accumulation_logs_once_per_optimiser_step(tmp_path):
+    train(Regression(), cfg(grad_accum=2, steps=3), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
+    assert [r["step"] for r in rows(tmp_path / "r.csv")] == ["1", "2", "3"]
