@@ -40,28 +40,42 @@ def world_words() -> list[str]:
 def build_tokenizer(max_length: int = 48):
     """A CLIPTokenizer whose byte-level BPE makes every word of the tiny world one token.
 
-    The merges are learned by the `tokenizers` BPE trainer on the world's word list with CLIP's
-    normaliser, pre-tokeniser and end-of-word suffix, so unknown words still tokenise (into
-    characters) exactly as CLIP would treat them.
+    The merges are learned here by plain BPE over the world's word list (most frequent adjacent
+    pair first, ties broken by the pair's spelling, so every build gives the same vocabulary; the
+    `tokenizers` trainer breaks ties in hash order). Token ids: BOS, EOS, the byte alphabet, each
+    byte with CLIP's end-of-word suffix, then merged tokens in merge order. Unknown words still
+    tokenise into known pieces, as CLIP's tokenizer does.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from collections import Counter
+
+    from tokenizers.pre_tokenizers import ByteLevel
     from transformers import CLIPTokenizer
 
     bos, eos = "<|startoftext|>", "<|endoftext|>"
-    tok = Tokenizer(models.BPE(unk_token=eos, continuing_subword_prefix="", end_of_word_suffix="</w>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Whitespace(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    trainer = trainers.BpeTrainer(
-        vocab_size=2048, min_frequency=1, special_tokens=[bos, eos], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), end_of_word_suffix="</w>")
-    tok.train_from_iterator(world_words(), trainer=trainer)
-    state = json.loads(tok.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
-    vocab_ids = dict(state["vocab"])
-    # CLIP's vocabulary also holds every single byte with the end-of-word suffix.
-    for ch in pre_tokenizers.ByteLevel.alphabet():
-        vocab_ids.setdefault(ch + "</w>", len(vocab_ids))
+    alphabet = sorted(ByteLevel.alphabet())
+    seqs = [list(w[:-1]) + [w[-1] + "</w>"] for w in world_words()]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts = Counter(pair for seq in seqs for pair in zip(seq, seq[1:]))
+        if not counts:
+            break
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        joined = best[0] + best[1]
+        for i, seq in enumerate(seqs):
+            out, j = [], 0
+            while j < len(seq):
+                if j + 1 < len(seq) and (seq[j], seq[j + 1]) == best:
+                    out.append(joined)
+                    j += 2
+                else:
+                    out.append(seq[j])
+                    j += 1
+            seqs[i] = out
+    tokens = [bos, eos] + alphabet + [c + "</w>" for c in alphabet] + [a + b for a, b in merges]
+    vocab_ids: dict[str, int] = {}
+    for t in tokens:
+        vocab_ids.setdefault(t, len(vocab_ids))
     return CLIPTokenizer(vocab=vocab_ids, merges=merges, model_max_length=max_length)
 
 

@@ -21,6 +21,9 @@ from replication import quiet_hub_progress  # noqa: E402
 from replication.models import T2IModel, TinyArch, build_tiny_sd, build_tiny_sdxl  # noqa: E402
 
 quiet_hub_progress()
+# The micro models are far too small to gain from intra-op threads, and with two threads a test
+# slows down badly whenever anything else uses the second core.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
