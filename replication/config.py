@@ -59,7 +59,7 @@ class TrainParams:
 
 @dataclass
 class VAEParams:
-    train: TrainParams = field(default_factory=lambda: TrainParams(steps=1500, batch_size=64, lr=1e-3))
+    train: TrainParams = field(default_factory=lambda: TrainParams(steps=2000, batch_size=32, lr=1e-3))
     kl_weight: float = 1e-6
 
 

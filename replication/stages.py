@@ -4,6 +4,7 @@ parameters, calls the real code in the package, and writes the stage's outputs."
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -14,7 +15,8 @@ from .methods.common import HFImageTextSource, ImageTextSource
 from .methods.sharpening import SFTSharpening, SharpeningSpec
 from .models import T2IModel, build_tokenizer
 from .pretrain import train_base_model
-from .rewards import load_reward
+from .rewards import REGISTRY as REWARD_REGISTRY
+from .rewards import load_reward, parse_weights
 from .rewards.base import ImagePreprocess
 from .rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
 from .train import file_digest, train
@@ -67,8 +69,12 @@ def clip(p: Params, show_progress: bool = True) -> dict:
         if cp.source != "tiny":
             from transformers import AutoTokenizer, CLIPModel
 
+            from huggingface_hub import hf_hub_download
+
             CLIPModel.from_pretrained(cp.source, revision=cp.revision).save_pretrained(str(target))
             AutoTokenizer.from_pretrained(cp.source, revision=cp.revision).save_pretrained(str(target))
+            shutil.copy(hf_hub_download(cp.source, "preprocessor_config.json", revision=cp.revision),
+                        target / "preprocessor_config.json")
             out[role] = {"source": cp.source, "revision": cp.revision}
             continue
         sets = [data.load_image_set(n) for n in cp.datasets]
@@ -94,11 +100,12 @@ def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
     dev = device()
     src = model_source(s.model)
     model = T2IModel.from_pretrained(src, device=dev, revision=s.revision)
-    reward = load_reward(s.reward, dev, scale="sdxl" if p.profile == "sdxl" else "tiny")
+    reward = load_reward(s.reward, dev)
     spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
                           ode_steps=s.ode_steps)
     fp = {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{s.revision}", "reward": s.reward,
-          "reward_model": file_digest(paths.models() / "clip_reward") if s.reward == "clip" else None,
+          "reward_models": {name: file_digest(paths.resolve(REWARD_REGISTRY[name][1]))
+                            for name, _ in parse_weights(s.reward) if name in REWARD_REGISTRY},
           "dataset": s.dataset}
     method = SFTSharpening(model, reward, image_text_source(s.dataset, model.image_size), s.train.batch_size,
                            spec, fingerprint=fp)

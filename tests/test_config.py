@@ -193,7 +193,7 @@ def test_profile_overrides_merge_key_by_key(repo_root):
     assert ev.train.lr == tiny.clip.evaluator.train.lr == 1e-3
     assert ev.train.weight_decay == 0.1 and ev.train.lr_warmup_steps == 50
     assert smoke.clip.reward.train.seed == 0 and smoke.clip.reward.arch.layers == 3
-    assert tiny.clip.evaluator.train.steps == 1500
+    assert tiny.clip.evaluator.train.steps == raw["clip"]["evaluator"]["train"]["steps"]
     # the sft override keeps the file's own non-default values (adam_beta1 0.0, lr 1e-4)
     assert smoke.sft_sharpening.train.adam_beta1 == 0.0 and smoke.sft_sharpening.train.lr == pytest.approx(1e-4)
     sft_over = raw["profiles"]["smoke"]["sft_sharpening"]["train"]

@@ -15,9 +15,11 @@ SFT variant (Algorithm 1, Eq. 9), for each (image, caption) of a batch:
 Steps 2-5 (`explore`) run without gradients: n*m UNet evaluations. Step 6 re-runs only the
 chosen trajectory with gradients (m evaluations). The rollout is deterministic, so this is
 exactly the loss and gradient of the released code, which keeps the graph of all n trajectories
-and backpropagates one of them (tests/test_sharpening.py checks the equality), at 1/n of its
-activation memory. The argmax is per caption, so batches larger than one work (the released
-code takes it over the whole batch, mixing captions).
+and backpropagates one of them (tests/test_sharpening.py checks the equality): at equal batch
+size it holds 1/n of the activations, and its backward pass covers one trajectory instead of n
+(benchmarks/bench_sharpening_step.py: about 3x faster per step at batch 8 on a CPU). The argmax
+is per caption, so batches larger than one work (the released code takes it over the whole
+batch, mixing captions).
 """
 
 from __future__ import annotations

@@ -30,7 +30,10 @@ from .render import shape_mask as shape_inside
 from .scene import extent
 
 SAT_MIN = 0.3  # saturation above which a pixel belongs to an object (a 50/50 blend with the background is ~0.4)
-CONTRAST_MIN = 0.2  # relative brightness range inside an object above which it is textured
+# Coefficient of variation of the brightness inside an object above which it is textured: a crisp
+# texture gives 0.33 (half the pixels at half brightness); plain objects decoded by the tiny VAE
+# stay below 0.09 and textured ones above 0.10 (measured on 300 reconstructions).
+VARIATION_MIN = 0.095
 
 
 def _hue_sat_val(img: torch.Tensor):
@@ -155,15 +158,15 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
 
     # texture, from the interior (pixels whose 4 neighbours are in the same component; edges blend
     # with the background): plain if the brightness barely varies, else the dark pixels (below the
-    # midpoint of the component's brightness range) alternate by rows (striped) or both ways (checkered)
+    # interior's mean brightness) alternate by rows (striped) or both ways (checkered)
     pad = F.pad(inv, (1, 1, 1, 1), value=-1)
     interior = fg & (pad[:, :-2, 1:-1] == inv) & (pad[:, 2:, 1:-1] == inv) & (pad[:, 1:-1, :-2] == inv) \
         & (pad[:, 1:-1, 2:] == inv)
-    vi = torch.where(interior, val, torch.nan)
-    vmax = sreduce(torch.where(interior, val, -1.0), "amax")
-    vmin = sreduce(torch.where(interior, val, 2.0), "amin")
-    contrast = (vmax - vmin) / vmax.clamp_min(1e-6)
-    dark = interior & (vi < ((vmax + vmin) / 2)[inv])
+    n_int = ssum(interior)
+    v_mean = ssum(val, interior) / n_int.clamp_min(1)
+    v_std = (ssum(val**2, interior) / n_int.clamp_min(1) - v_mean**2).clamp_min(0).sqrt()
+    variation = torch.where(n_int >= 4, v_std / v_mean.clamp_min(1e-6), torch.zeros_like(v_mean))
+    dark = interior & (val < v_mean[inv])
     pair_h = interior[:, :, 1:] & interior[:, :, :-1] & (inv[:, :, 1:] == inv[:, :, :-1])
     pair_v = interior[:, 1:, :] & interior[:, :-1, :] & (inv[:, 1:, :] == inv[:, :-1, :])
 
@@ -183,9 +186,9 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
     for c in range(1, k):
         if area[c] < min_area:
             continue
-        if not contrast[c] >= CONTRAST_MIN:  # also true for objects without interior pixels (NaN)
+        if variation[c] < VARIATION_MIN:
             texture = "plain"
-        elif rate_h[c] < 0.45 * rate_v[c]:
+        elif rate_h[c] < 0.3 * rate_v[c]:  # reconstructed stripes stay below 0.3, checks mostly above
             texture = "striped"
         else:
             texture = "checkered"
