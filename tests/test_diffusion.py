@@ -21,16 +21,6 @@ VARIANTS = {
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny; on a shared 2-core machine torch's intra-op thread pool only adds
-    contention (the first micro-pipeline call took ~15-30 s with 2 threads vs ~0.05 s with 1)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make_scheduler(**overrides) -> DDIMScheduler:
     return DDIMScheduler(**{**sd_scheduler_config(), **overrides})
 

@@ -12,28 +12,25 @@ from replication.models import Cond, T2IModel, build_tokenizer, load_pipeline, w
 PROMPTS = ["a red circle", "two blue squares on a gray background"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: torch's intra-op threads only add contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return build_tokenizer()
 
 
-def capture_unet_inputs(pipe):
-    """Record the keyword arguments of every UNet forward the pipeline makes."""
+def first_unet_inputs(pipe) -> dict:
+    """The keyword arguments of the first UNet forward the stock pipeline makes (one step, no guidance)."""
     seen = []
 
     def hook(module, args, kwargs):
         seen.append({"args": args, **kwargs})
 
-    return seen, pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        pipe(PROMPTS, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
+    finally:
+        handle.remove()
+    return seen[0]
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -117,13 +114,8 @@ def test_encode_prompts_sd_equals_pipeline(micro_sd):
     assert cond.hidden.shape == (2, 48, 32)
     torch.testing.assert_close(cond.hidden, ref, atol=1e-6, rtol=0)
     # what the stock pipeline feeds its UNet (no guidance)
-    seen, h = capture_unet_inputs(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        pipe(PROMPTS, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
-    finally:
-        h.remove()
-    torch.testing.assert_close(seen[0]["encoder_hidden_states"], cond.hidden, atol=1e-6, rtol=0)
+    seen = first_unet_inputs(pipe)
+    torch.testing.assert_close(seen["encoder_hidden_states"], cond.hidden, atol=1e-6, rtol=0)
     # different prompts, different rows
     assert not torch.allclose(cond.hidden[0], cond.hidden[1])
 
@@ -154,15 +146,10 @@ def test_encode_prompts_sdxl_equals_pipeline(micro_sdxl):
     torch.testing.assert_close(cond.added["time_ids"], ids.repeat(2, 1), atol=0, rtol=0)
     assert cond.added["time_ids"][0].tolist() == [32, 32, 0, 0, 32, 32]
     # what the stock SDXL pipeline feeds its UNet (no guidance, default size)
-    seen, h = capture_unet_inputs(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    try:
-        pipe(PROMPTS, num_inference_steps=1, guidance_scale=1.0, output_type="latent")
-    finally:
-        h.remove()
-    torch.testing.assert_close(seen[0]["encoder_hidden_states"], cond.hidden, atol=1e-6, rtol=0)
+    seen = first_unet_inputs(pipe)
+    torch.testing.assert_close(seen["encoder_hidden_states"], cond.hidden, atol=1e-6, rtol=0)
     for k in ("text_embeds", "time_ids"):
-        torch.testing.assert_close(seen[0]["added_cond_kwargs"][k].to(cond.added[k].dtype), cond.added[k],
+        torch.testing.assert_close(seen["added_cond_kwargs"][k].to(cond.added[k].dtype), cond.added[k],
                                    atol=1e-6, rtol=0)
 
 

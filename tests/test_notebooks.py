@@ -36,7 +36,7 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
     stages = yaml.safe_load((scratch_repo / "dvc.yaml").read_text())["stages"]
     notebooks = [s["cmd"].split()[1] for s in stages.values()]
     assert len(notebooks) == len(list((scratch_repo / "notebooks").glob("*.ipynb")))
-    (scratch_repo / "executed").mkdir()
+    (scratch_repo / "executed").mkdir(exist_ok=True)
     for nb in notebooks:
         out = scratch_repo / "executed" / os.path.basename(nb)
         papermill.execute_notebook(str(scratch_repo / nb), str(out), kernel_name="python3", cwd=str(scratch_repo),

@@ -183,12 +183,12 @@ def _parse_phrase(words: list[str], i: int, text: str) -> tuple[Phrase, int]:
 
 
 # ----------------------------------------------------------------------------- scenes with captions
-def true_relations(a: Obj, b: Obj, canvas: int, kinds=("spatial", "non_spatial")) -> list[str]:
+def true_relations(a: Obj, b: Obj, kinds=("spatial", "non_spatial")) -> list[str]:
     out = []
     if "spatial" in kinds:
         out.append(relation(a, b))
     if "non_spatial" in kinds:
-        out += [r for r in vocab.NONSPATIAL if holds(a, r, b, canvas)]
+        out += [r for r in vocab.NONSPATIAL if holds(a, r, b)]
     return out
 
 
@@ -293,11 +293,11 @@ def _sample_once(s: Sampler, style: str):
         relations = [(0, want_rel, 1)]
     elif style == "complex":
         phrases = [ph(o, c=True, t=r.random() < 0.7, z=r.random() < 0.4) for o in placed]
-        rel = s.choice(true_relations(placed[0], placed[1], canvas))
+        rel = s.choice(true_relations(placed[0], placed[1]))
         relations = [(0, rel, 1)]
     elif style == "detailed":
         phrases = [ph(o, c=True, t=True, z=True) for o in placed]
-        relations = [(i, s.choice(true_relations(placed[i], placed[i + 1], canvas)), i + 1) for i in range(n - 1)]
+        relations = [(i, s.choice(true_relations(placed[i], placed[i + 1])), i + 1) for i in range(n - 1)]
         postfix = r.random() < 0.5
         prefix = s.choice(("a picture of", "an image showing"))
         suffix = "on a gray background"
@@ -306,7 +306,7 @@ def _sample_once(s: Sampler, style: str):
         for i in range(n - 1):
             if r.random() < 0.6:
                 kinds = ("spatial",) if r.random() < 0.75 else ("non_spatial",)
-                options = true_relations(placed[i], placed[i + 1], canvas, kinds)
+                options = true_relations(placed[i], placed[i + 1], kinds)
                 if options:
                     relations.append((i, s.choice(options), i + 1))
     spec = Spec(tuple(phrases), tuple(relations))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from . import vocab
 from .caption import Phrase, Spec, parse_prompt
 from .render import shape_mask as shape_inside
-from .scene import extent
+from .scene import extent, holds
 
 SAT_MIN = 0.3  # saturation above which a pixel belongs to an object (a 50/50 blend with the background is ~0.4)
 # Coefficient of variation of the brightness inside an object above which it is textured: a crisp
@@ -202,20 +202,7 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
 
 
 def relation_holds(a: Detection, rel: str, b: Detection) -> bool:
-    if rel in vocab.SPATIAL:
-        dx, dy = b.x - a.x, b.y - a.y
-        if abs(dx) >= abs(dy):
-            got = "to the left of" if dx > 0 else "to the right of"
-        else:
-            got = "above" if dy > 0 else "below"
-        return got == rel
-    if rel == "bigger than":
-        return a.size == "big" and b.size == "small"
-    if rel == "smaller than":
-        return a.size == "small" and b.size == "big"
-    if rel == "the same color as":
-        return a.color == b.color
-    raise ValueError(f"unknown relation {rel!r}")
+    return holds(a, rel, b, position=lambda d: (d.x, d.y))
 
 
 def claims_satisfied(spec: Spec, dets: list[Detection]) -> int:

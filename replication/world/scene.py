@@ -53,18 +53,24 @@ def extent(size: str, canvas: int) -> int:
     return round(canvas * (9 if size == "small" else 13) / 32)
 
 
-def relation(a: Obj, b: Obj) -> str:
-    """The spatial relation of a to b, by the dominant axis of their centres (T2I-CompBench's rule)."""
-    dx, dy = b.x2 - a.x2, b.y2 - a.y2
+def spatial_relation(dx: float, dy: float) -> str:
+    """The spatial relation of a to b from b's centre minus a's, by the dominant axis
+    (T2I-CompBench's rule; image y grows downwards)."""
     if abs(dx) >= abs(dy):
         return "to the left of" if dx > 0 else "to the right of"
     return "above" if dy > 0 else "below"
 
 
-def holds(a: Obj, rel: str, b: Obj, canvas: int) -> bool:
-    """Ground truth of `a rel b` for rendered objects (the parser has its own, measured version)."""
+def relation(a: Obj, b: Obj) -> str:
+    return spatial_relation(b.x2 - a.x2, b.y2 - a.y2)
+
+
+def holds(a, rel: str, b, position=lambda o: (o.x2, o.y2)) -> bool:
+    """Whether `a rel b` holds for two objects with .size and .color (rendered `Obj`s, or the parser's
+    detections with another `position`)."""
     if rel in vocab.SPATIAL:
-        return relation(a, b) == rel
+        (ax, ay), (bx, by) = position(a), position(b)
+        return spatial_relation(bx - ax, by - ay) == rel
     if rel == "bigger than":
         return a.size == "big" and b.size == "small"
     if rel == "smaller than":
@@ -116,7 +122,7 @@ class Sampler:
                 else:
                     break
             if len(placed) == len(objs) and all(
-                holds(placed[i], r, placed[j], self.canvas) for i, r, j in relations if r in vocab.SPATIAL
+                holds(placed[i], r, placed[j]) for i, r, j in relations if r in vocab.SPATIAL
             ):
                 return tuple(placed)
         return None
