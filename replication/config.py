@@ -44,6 +44,8 @@ class TrainParams:
     batch_size: int = 8
     lr: float = 1e-4
     lr_warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to lr_min_ratio * lr at the last step
+    lr_min_ratio: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8

@@ -82,6 +82,93 @@ def summarise(values: np.ndarray, confidence: float, n_boot: int, seed: int = 0)
             for k, v in stats.mean_ci(values, confidence, n_boot, seed).items()}
 
 
+# ----------------------------------------------------------------------------- the metric suite
+# Table 1's columns (plus numeracy). Which prompts each column scores: the CLIP score and the learned /
+# graded metrics use the DrawBench-like set (the paper: DrawBench); the CompBench-like columns use that
+# category's prompts of the CompBench-like set.
+COLUMNS = ("clip", "color", "shape", "texture", "spatial", "non_spatial", "complex", "aesthetic", "image_reward",
+           "mllm", "numeracy")
+PARSER_COLUMNS = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy")
+DRAWBENCH_COLUMNS = ("clip", "aesthetic", "image_reward", "mllm")
+
+
+def evaluation_rows(per_category: int | None = None, drawbench: str = "drawbench",
+                    compbench: str = "compbench") -> list[dict]:
+    """The prompts every system is evaluated on: the DrawBench-like set, then the CompBench-like set
+    (the first `per_category` prompts of each category and split, or all). Each row has prompt, spec,
+    set ("drawbench" | "compbench"), category and split."""
+    rows = [{**r, "set": "drawbench", "split": "all"} for r in data.load_prompts(drawbench)]
+    comp = data.load_prompts(compbench)
+    for key in sorted({(r["category"], r["split"]) for r in comp}):
+        group = [r for r in comp if (r["category"], r["split"]) == key]
+        rows += [{**r, "set": "compbench"} for r in group[:per_category]]
+    return rows
+
+
+def applies(column: str, rows: Sequence[dict]) -> np.ndarray:
+    """Which rows a column scores (bool mask)."""
+    if column in DRAWBENCH_COLUMNS:
+        return np.array([r["set"] == "drawbench" for r in rows])
+    if column in PARSER_COLUMNS:
+        return np.array([r["set"] == "compbench" and r["category"] == column for r in rows])
+    raise KeyError(f"unknown metric column {column!r}; columns: {', '.join(COLUMNS)}")
+
+
+class MetricSuite:
+    """Per-image scores of Table 1's columns for generated images (uint8 (N, H, W, 3)) and their rows.
+
+    `scorers` maps a column to fn(images, rows) -> np.ndarray of that many scores, called only on the
+    rows the column applies to; `score` returns every column as an (N,) array with NaN elsewhere.
+    """
+
+    def __init__(self, scorers: dict):
+        unknown = [c for c in scorers if c not in COLUMNS]
+        if unknown:
+            raise KeyError(f"unknown metric column(s) {unknown}; columns: {', '.join(COLUMNS)}")
+        self.scorers = scorers
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c for c in COLUMNS if c in self.scorers)
+
+    @classmethod
+    def load(cls, columns: Sequence[str] = ("clip",) + PARSER_COLUMNS, device="cpu") -> "MetricSuite":
+        """The evaluators of the given columns (the tiny world's; see README for which model scores what)."""
+        scorers = {}
+        for col in columns:
+            if col == "clip":
+                from .rewards.clip import CLIPScore
+
+                clip = CLIPScore.load(paths.models() / "clip_evaluator", device)
+                scorers[col] = lambda im, rows, clip=clip: clip.cosine(
+                    to_float(im, clip.device), [r["prompt"] for r in rows]).cpu().numpy()
+            elif col in PARSER_COLUMNS:
+                scorers[col] = lambda im, rows: parser_scores(im, [r["spec"] for r in rows])
+            else:
+                raise KeyError(f"no evaluator for column {col!r} yet; available: clip, {', '.join(PARSER_COLUMNS)}")
+        return cls(scorers)
+
+    def score(self, images: np.ndarray, rows: Sequence[dict]) -> dict[str, np.ndarray]:
+        if len(images) != len(rows):
+            raise ValueError(f"{len(images)} images but {len(rows)} rows")
+        out = {}
+        for col, fn in self.scorers.items():
+            mask = applies(col, rows)
+            vals = np.full(len(rows), np.nan)
+            if mask.any():
+                idx = np.nonzero(mask)[0]
+                vals[idx] = np.asarray(fn(images[idx], [rows[i] for i in idx]), dtype=np.float64)
+            out[col] = vals
+        return out
+
+
+def summarise_columns(per_image: dict[str, np.ndarray], confidence: float = 0.95, n_boot: int = 2000,
+                      seed: int = 0) -> dict[str, dict]:
+    """Mean and bootstrap CI of every column over the rows it scored."""
+    return {col: summarise(v[~np.isnan(v)], confidence, n_boot, seed) for col, v in per_image.items()
+            if (~np.isnan(v)).any()}
+
+
 def clip_evaluation(systems: dict[str, Path], prompt_set: str, g: GenerationParams, evaluator, seed: int = 0,
                     confidence: float = 0.95, n_boot: int = 2000, device="cpu", limit: int | None = None) -> dict:
     """CLIP score (cosine, the paper's 0-1 scale) of each system on a prompt set, with CIs and paired

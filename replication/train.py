@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -61,6 +62,18 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """The generator of one optimiser step on one process (CPU, so the stream is the same on every
     device); each process of a multi-GPU run draws its own batch."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step) + int(rank) * 998_244_353) % (2**63 - 1))
+
+
+def lr_factor(cfg: TrainParams, s: int) -> float:
+    """Learning-rate multiplier after s optimiser steps: linear warmup, then constant or cosine decay."""
+    warm = max(0, cfg.lr_warmup_steps)
+    if warm and s < warm:
+        return (s + 1) / warm
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    total = max(1, cfg.steps - warm)
+    progress = min(1.0, (s - warm + 1) / total)  # the last optimiser step runs at the floor
+    return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def file_digest(*files: Path) -> str:
@@ -154,8 +167,8 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
         raise ValueError(f"{method.name}: no trainable parameters")
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
                             weight_decay=cfg.weight_decay)
-    warm = max(0, cfg.lr_warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    # accelerate steps a prepared scheduler once per process at each optimiser step (never on micro-steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(cfg, s // acc.num_processes))
     names = list(mods)
     prepared = acc.prepare(*mods.values(), opt, sched)
     method.bind(dict(zip(names, prepared[: len(names)])))

@@ -122,3 +122,19 @@ def test_fp16_on_cpu_is_refused_with_the_fix(tmp_path):
 def test_gradient_accumulation_logs_once_per_optimiser_step(tmp_path):
     train(Regression(), cfg(grad_accum=2, steps=3), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
     assert [r["step"] for r in rows(tmp_path / "r.csv")] == ["1", "2", "3"]
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path):
+    from replication.train import lr_factor
+
+    c = cfg(steps=10, lr_warmup_steps=2, lr_schedule="cosine", lr_min_ratio=0.1)
+    f = [lr_factor(c, s) for s in range(10)]
+    assert f[:2] == [0.5, 1.0]
+    assert all(a > b for a, b in zip(f[1:], f[2:])), f  # strictly decreasing after warmup
+    assert abs(lr_factor(c, 9) - 0.1) < 1e-12 and abs(lr_factor(c, 50) - 0.1) < 1e-12
+    assert lr_factor(cfg(steps=10), 7) == 1.0  # constant is the default
+    # the loop logs the scheduled rate: the last logged lr is the floor's neighbour, below the peak
+    train(Regression(), cfg(steps=6, lr_schedule="cosine", lr_min_ratio=0.0), tmp_path / "r", tmp_path / "r.csv",
+          show_progress=False)
+    lrs = [float(r["lr"]) for r in rows(tmp_path / "r.csv")]
+    assert lrs[0] < 0.4 and lrs == sorted(lrs, reverse=True) and lrs[-1] == 0.0

@@ -67,6 +67,7 @@ class Detection:
     y: float
     area: int
     extent: int
+    shape_iou: float = 1.0  # intersection-over-union with the ideal shape read (how well-formed it is)
 
 
 def as_float_images(images) -> torch.Tensor:
@@ -149,7 +150,9 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
             inter = (t & member).sum((1, 2)).double()
             best = torch.maximum(best, inter / (t | member).sum((1, 2)).clamp_min(1).double())
         iou.append(torch.cat([torch.zeros(1, dtype=torch.float64), best]))
-    shape_idx = torch.stack(iou, 1).argmax(1)
+    iou = torch.stack(iou, 1)
+    shape_idx = iou.argmax(1)
+    shape_iou = iou.amax(1)
 
     # colour: saturation-weighted circular mean of the hue, nearest palette hue
     comp_hue = torch.atan2(ssum(sat * torch.sin(hue)), ssum(sat * torch.cos(hue)))
@@ -195,7 +198,8 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
         out[int(image_of[c])].append(Detection(
             shape=vocab.SHAPES[int(shape_idx[c])], color=vocab.COLORS[int(color_idx[c])], texture=texture,
             size="big" if ext[c] > size_cut else "small", x=float(x0[c] + x1[c] + 1) / 2,
-            y=float(y0[c] + y1[c] + 1) / 2, area=int(area[c]), extent=int(ext[c])))
+            y=float(y0[c] + y1[c] + 1) / 2, area=int(area[c]), extent=int(ext[c]),
+            shape_iou=round(float(shape_iou[c]), 6)))
     for dets in out:
         dets.sort(key=lambda d: (d.y, d.x))
     return out

@@ -1,54 +1,25 @@
-"""One function per pipeline stage: what a notebook calls. Each reads its section of the
-parameters, calls the real code in the package, and writes the stage's outputs."""
+"""Stages of the spine: base model, CLIP reward and evaluator, SFT sharpening, CLIP evaluation, Fig. 6."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import torch
 
-from . import data, evaluate, figures, paths, quiet_hub_progress
-from .config import Params
-from .methods.common import HFImageTextSource, ImageTextSource
-from .methods.sharpening import SFTSharpening, SharpeningSpec
-from .models import T2IModel, build_tokenizer
-from .pretrain import train_base_model
-from .rewards import REGISTRY as REWARD_REGISTRY
-from .rewards import load_reward, parse_weights
-from .rewards.base import ImagePreprocess
-from .rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
-from .train import file_digest, train
+from .. import data, evaluate, figures, paths
+from ..config import Params
+from ..methods.sharpening import SFTSharpening, SharpeningSpec
+from ..models import T2IModel, build_tokenizer
+from ..pretrain import train_base_model
+from ..rewards import REGISTRY as REWARD_REGISTRY
+from ..rewards import load_reward, parse_weights
+from ..rewards.base import ImagePreprocess
+from ..rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
+from ..train import file_digest, train
+from .common import device, image_text_source, model_source, write_json
 
 
-quiet_hub_progress()
-
-
-def device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def model_source(name: str) -> str | Path:
-    """A params.yaml model reference: a repository folder (models/...) or a hub id."""
-    return paths.resolve(name) if name.startswith(("models", ".", "/")) else name
-
-
-def image_text_source(name: str, resolution: int):
-    """A tiny-world set by name, or a Hugging Face dataset id (paper scale, `datasets` required)."""
-    if name in data.IMAGE_SETS:
-        ds = data.load_image_set(name)
-        return ImageTextSource(ds.images, ds.captions, name)
-    return HFImageTextSource(data.load_hf_image_text(name), resolution, name=name)
-
-
-# ----------------------------------------------------------------------------- stages
 def base_model(p: Params, show_progress: bool = True) -> dict:
     """Stage base_model: train (tiny) or materialise (sdxl) models/base and report its quality."""
     torch.manual_seed(0)
@@ -131,27 +102,3 @@ def fig6(p: Params) -> list[Path]:
     fig = figures.reward_curve({"SFT Diffusion-Sharpening": paths.train_logs() / "sft_sharpening.csv"},
                                smoothing=p.figures.smoothing)
     return figures.save(fig, "fig6_reward_curve", dpi=p.figures.dpi)
-
-
-STAGES = {"base_model": base_model, "clip": clip, "sft_sharpening": sft_sharpening, "evaluate": evaluate_clip,
-          "fig6": fig6}
-
-
-def main(argv=None) -> int:
-    """Run one stage without a notebook, e.g. on several GPUs:
-    `accelerate launch -m replication.stages sft_sharpening --profile sdxl`."""
-    import argparse
-
-    from . import config
-
-    ap = argparse.ArgumentParser(prog="python -m replication.stages", description=main.__doc__)
-    ap.add_argument("stage", choices=sorted(STAGES))
-    ap.add_argument("--profile", default=None)
-    a = ap.parse_args(argv)
-    out = STAGES[a.stage](config.load(profile=a.profile))
-    print(json.dumps(out, indent=1, default=str))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,34 @@
+"""What every stage shares: the device, JSON results, model and dataset references from params.yaml."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .. import data, paths
+from ..methods.common import HFImageTextSource, ImageTextSource
+
+
+def device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def model_source(name: str) -> str | Path:
+    """A params.yaml model reference: a repository folder (models/...) or a hub id."""
+    return paths.resolve(name) if name.startswith(("models", ".", "/")) else name
+
+
+def image_text_source(name: str, resolution: int):
+    """A tiny-world set by name, or a Hugging Face dataset id (paper scale, `datasets` required)."""
+    if name in data.IMAGE_SETS:
+        ds = data.load_image_set(name)
+        return ImageTextSource(ds.images, ds.captions, name)
+    return HFImageTextSource(data.load_hf_image_text(name), resolution, name=name)
