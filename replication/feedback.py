@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .world.rater import Rater
+from .world.rater import Rater, judge
 
 
 @dataclass
@@ -69,22 +69,154 @@ class PreferencePairs:
             return PreferencePairs([str(p) for p in z["prompts"]], z["images_a"], z["images_b"], z["choice"])
 
 
-def generate_pairs(model, prompts: Sequence[str], seed: int, num_steps: int = 50,
-                   guidance_scales: tuple[float, float] = (5.0, 5.0), rater: Rater | None = None,
-                   batch_size: int = 256) -> PreferencePairs:
-    """Two images per prompt from `model` (a T2IModel), side a with seed*1_000_003 + 2i and
-    guidance_scales[0], side b with seed*1_000_003 + 2i + 1 and guidance_scales[1], judged by the rater
-    with a generator seeded by `seed` (deterministic end to end)."""
+def _guidance_per_image(n: int, choices: Sequence[float], seed: int) -> np.ndarray:
+    rng = np.random.default_rng([int(seed), 7])
+    return np.asarray(choices, dtype=np.float64)[rng.integers(len(choices), size=n)]
+
+
+def generate_images(model, prompts: Sequence[str], seeds: Sequence[int], guidance: Sequence[float],
+                    num_steps: int = 50, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
+    """uint8 images, one per (prompt, seed, guidance scale); images sharing a guidance scale are generated
+    in one batched call (a sampler's guidance is one number)."""
     from .evaluate import to_uint8
 
+    guidance = np.asarray(guidance, dtype=np.float64)
+    out = np.zeros((len(prompts), model.image_size, model.image_size, 3), dtype=np.uint8)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(prompts), desc="generating", unit="img", disable=not show_progress, mininterval=3.0)
+    for cfg in np.unique(guidance):
+        idx_all = np.nonzero(guidance == cfg)[0]
+        for s in range(0, len(idx_all), batch_size):
+            idx = idx_all[s:s + batch_size]
+            x = model.generate([prompts[i] for i in idx], [int(seeds[i]) for i in idx], num_steps=num_steps,
+                               guidance_scale=float(cfg), batch_size=batch_size)
+            out[idx] = to_uint8(x)
+            bar.update(len(idx))
+    bar.close()
+    return out
+
+
+def generate_pairs(model, prompts: Sequence[str], seed: int, num_steps: int = 50,
+                   guidance_scales: tuple[float, float] = (5.0, 5.0), rater: Rater | None = None,
+                   batch_size: int = 256, guidance_choices: Sequence[float] | None = None,
+                   show_progress: bool = False) -> PreferencePairs:
+    """Two images per prompt from `model` (a T2IModel), side a with seed*1_000_003 + 2i and
+    guidance_scales[0], side b with seed*1_000_003 + 2i + 1 and guidance_scales[1] (or, with
+    `guidance_choices`, a scale drawn per image from them, as Pick-a-Pic's pairs come from varied
+    samplers), judged by the rater with a generator seeded by `seed` (deterministic end to end)."""
+    pool = generate_pool(model, prompts, seed, k=2, num_steps=num_steps,
+                         guidance_choices=guidance_choices, guidance_scales=guidance_scales, rater=rater,
+                         batch_size=batch_size, show_progress=show_progress)
+    return pool.as_pairs()
+
+
+@dataclass
+class FeedbackPool:
+    """K images per prompt from one model with the rater's judgements: pairwise choices between images of
+    the same prompt (+1 first preferred, -1 second, 0 comparable) and 1-10 aesthetic ratings per image.
+    Image i shows prompts[i // k]."""
+
+    prompts: list[str]
+    k: int
+    images: np.ndarray  # (P*k, H, W, 3) uint8
+    guidance: np.ndarray  # (P*k,)
+    pairs: np.ndarray  # (M, 2) image indices
+    choice: np.ndarray  # (M,) int8
+    ratings: np.ndarray  # (P*k,) float
+
+    def __post_init__(self):
+        n = len(self.prompts) * self.k
+        if not (len(self.images) == len(self.guidance) == len(self.ratings) == n):
+            raise ValueError(f"pool disagrees in length: {len(self.prompts)} prompts x k={self.k} but "
+                             f"{len(self.images)} images, {len(self.guidance)} guidance scales, {len(self.ratings)} ratings")
+        self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
+        self.choice = np.asarray(self.choice, dtype=np.int8)
+
+    @property
+    def group(self) -> np.ndarray:
+        """The prompt index of every image."""
+        return np.repeat(np.arange(len(self.prompts)), self.k)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def select_prompts(self, idx) -> "FeedbackPool":
+        """The pool restricted to some prompts (their images, pairs and judgements)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        keep_img = (idx[:, None] * self.k + np.arange(self.k)[None]).reshape(-1)
+        new_of_old = np.full(len(self.images), -1)
+        new_of_old[keep_img] = np.arange(len(keep_img))
+        sel = (new_of_old[self.pairs] >= 0).all(1)
+        return FeedbackPool([self.prompts[i] for i in idx], self.k, self.images[keep_img], self.guidance[keep_img],
+                            new_of_old[self.pairs[sel]], self.choice[sel], self.ratings[keep_img])
+
+    def as_pairs(self) -> PreferencePairs:
+        """The judged pairs as a PreferencePairs set (images repeated per pair)."""
+        p = self.pairs
+        return PreferencePairs([self.prompts[i // self.k] for i in p[:, 0]], self.images[p[:, 0]], self.images[p[:, 1]],
+                               self.choice)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            np.savez(f, prompts=np.array(self.prompts), k=np.array(self.k), images=self.images, guidance=self.guidance,
+                     pairs=self.pairs, choice=self.choice, ratings=self.ratings)
+        return path
+
+    @staticmethod
+    def load(path: str | Path) -> "FeedbackPool":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no feedback pool at {path}: run the `feedback` stage (dvc repro feedback)")
+        with np.load(path, allow_pickle=False) as z:
+            return FeedbackPool([str(p) for p in z["prompts"]], int(z["k"]), z["images"], z["guidance"], z["pairs"],
+                                z["choice"], z["ratings"])
+
+
+def generate_pool(model, prompts: Sequence[str], seed: int, k: int = 4, num_steps: int = 50,
+                  guidance_choices: Sequence[float] | None = None, guidance_scales: Sequence[float] | None = None,
+                  rater: Rater | None = None, batch_size: int = 256, all_pairs: bool = True,
+                  show_progress: bool = False) -> FeedbackPool:
+    """k images per prompt (image j of prompt i: seed seed*1_000_003 + k*i + j; guidance scale
+    guidance_scales[j], or drawn per image from `guidance_choices`), every pair of images of a prompt
+    judged by the rater (or only consecutive pairs (0,1), (2,3), ... with all_pairs=False), and each image
+    rated 1-10. All randomness is seeded by `seed`."""
     prompts = list(prompts)
+    if k < 2:
+        raise ValueError(f"a feedback pool needs k >= 2 images per prompt, got {k}")
+    n = len(prompts) * k
     base = int(seed) * 1_000_003
-    seeds_a = [base + 2 * i for i in range(len(prompts))]
-    seeds_b = [base + 2 * i + 1 for i in range(len(prompts))]
-    sides = []
-    for seeds, cfg in zip((seeds_a, seeds_b), guidance_scales):
-        x = model.generate(prompts, seeds, num_steps=num_steps, guidance_scale=cfg, batch_size=batch_size)
-        sides.append(to_uint8(x))
+    seeds = [base + i for i in range(n)]
+    if guidance_choices:
+        guidance = _guidance_per_image(n, guidance_choices, seed)
+    else:
+        scales = list(guidance_scales or [5.0] * k)
+        if len(scales) != k:
+            raise ValueError(f"guidance_scales needs one scale per image of a prompt (k={k}), got {scales}")
+        guidance = np.tile(np.asarray(scales, dtype=np.float64), len(prompts))
+    long_prompts = [p for p in prompts for _ in range(k)]
+    images = generate_images(model, long_prompts, seeds, guidance, num_steps, batch_size, show_progress)
+    if all_pairs:
+        local = [(a, b) for a in range(k) for b in range(a + 1, k)]
+    else:
+        local = [(a, a + 1) for a in range(0, k - 1, 2)]
+    pairs = np.array([(i * k + a, i * k + b) for i in range(len(prompts)) for a, b in local], dtype=np.int64)
     rater = rater or Rater()
-    choice = rater.compare(sides[0], sides[1], prompts, torch.Generator().manual_seed(int(seed)))
-    return PreferencePairs(prompts, sides[0], sides[1], choice.numpy())
+    gen = torch.Generator().manual_seed(int(seed))
+    view = judge(images, long_prompts)  # the rater looks at every image once
+    choice = rater.compare_utilities(view.utility[pairs[:, 0]], view.utility[pairs[:, 1]], gen)
+    ratings = rater.rate_quality(view.quality, gen)
+    return FeedbackPool(prompts, k, images, guidance, pairs, choice.numpy(), ratings.numpy())
+
+
+def agreement(utility_a, utility_b, choice) -> float:
+    """How often the noiseless utility orders a pair as the rater chose (decided pairs; equal utilities count
+    half): the accuracy a perfect model of the rater reaches against its noisy labels (the noise ceiling)."""
+    ua, ub, c = np.asarray(utility_a, np.float64), np.asarray(utility_b, np.float64), np.asarray(choice)
+    keep = c != 0
+    if not keep.any():
+        return float("nan")
+    d = np.sign(ua[keep] - ub[keep])
+    return round(float(((d == c[keep]) + 0.5 * (d == 0)).mean()), 4)

@@ -24,6 +24,15 @@ difference plus logistic noise of scale ``temperature`` (a Bradley-Terry chooser
 pair *comparable* when the perceived difference is within ``tie_band``. Aesthetic ratings are
 1 + 9 * quality plus Gaussian noise (``rating_noise``), clipped to [1, 10] (the LAION scale).
 All randomness comes from a torch.Generator the caller passes, so judgements are reproducible.
+
+Calibration (measured on models/base; stage feedback writes results/feedback_report.json):
+- base-model images: alignment mean 0.36-0.40 (spread 0-1), quality mean 0.75 (10-90th percentile
+  0.67-0.82); renders of the world: alignment 1, quality >= 0.97 (tests/test_rater.py);
+- two images of one prompt from the base model: the rater calls ~9-10% of pairs comparable; where
+  the alignments differ it follows alignment in >99% of pairs, where they are equal it follows
+  quality in ~58%; its noiseless utility agrees with its own noisy choices on ~85% of decided pairs
+  (the noise ceiling for any learned model of the rater);
+- ratings: mean 7.8, std 0.8 on base-model images, correlation 0.78 with the noiseless quality.
 """
 
 from __future__ import annotations
@@ -33,7 +42,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .caption import Spec, parse_prompt
 from .parser import PALETTE_HUES, SAT_MIN, _hue_sat_val, as_float_images, claims_satisfied, detect
@@ -132,6 +140,19 @@ def _palette_purity(img: torch.Tensor, dets) -> torch.Tensor:
     return torch.where(n_fg > 0, pure, torch.zeros_like(pure))
 
 
+PALETTE_SATURATION = 0.8  # the palette's saturations lie in 0.73-0.87 (half-brightness texture shades too)
+
+
+@torch.no_grad()
+def vividness(images) -> torch.Tensor:
+    """Mean saturation of object pixels relative to the palette's (clipped to 1); 0 without objects. The
+    tiny world's grader uses it for the rubric's 'emotional resonance' (a documented stand-in)."""
+    _, sat, _ = _hue_sat_val(as_float_images(images))
+    fg = (sat > SAT_MIN).double()
+    v = ((sat.double() / PALETTE_SATURATION).clamp(max=1) * fg).sum((1, 2)) / fg.sum((1, 2)).clamp_min(1)
+    return torch.where(fg.sum((1, 2)) > 0, v, torch.zeros_like(v))
+
+
 @dataclass
 class Rater:
     """A noisy human: pairwise choices with ties and 1-10 aesthetic ratings (see the module docstring)."""
@@ -145,7 +166,11 @@ class Rater:
 
     def compare(self, images_a, images_b, prompts, gen: torch.Generator) -> torch.Tensor:
         """+1 where the rater prefers a, -1 where b, 0 where it calls the pair comparable (int64, (N,))."""
-        diff = self.utility(images_a, prompts) - self.utility(images_b, prompts)
+        return self.compare_utilities(self.utility(images_a, prompts), self.utility(images_b, prompts), gen)
+
+    def compare_utilities(self, utility_a: torch.Tensor, utility_b: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """`compare` on utilities already computed (a pool of images judged once, compared in many pairs)."""
+        diff = utility_a - utility_b
         u = torch.rand(diff.shape, generator=gen, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
         perceived = diff + self.temperature * torch.log(u / (1 - u))  # logistic noise: Bradley-Terry
         out = torch.sign(perceived).long()
@@ -159,9 +184,12 @@ class Rater:
 
     def rate(self, images, gen: torch.Generator) -> torch.Tensor:
         """Aesthetic ratings on the LAION 1-10 scale (prompt-free)."""
-        q = quality(images)
+        return self.rate_quality(quality(images), gen)
+
+    def rate_quality(self, q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """`rate` on qualities already computed (`judge(...).quality`)."""
         noise = torch.randn(q.shape, generator=gen, dtype=torch.float64) * self.rating_noise
         return (1 + 9 * q + noise).clamp(1, 10)
 
 
-__all__ = ["Rater", "Judgement", "judge", "quality", "pixel_quality", "ALIGNMENT_WEIGHT"]
+__all__ = ["Rater", "Judgement", "judge", "quality", "pixel_quality", "vividness", "ALIGNMENT_WEIGHT"]

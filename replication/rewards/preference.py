@@ -1,0 +1,331 @@
+"""Learned preference rewards: `image_reward` (ImageReward's role) and `compositional` (IterComp's).
+
+Both are Bradley-Terry models: a scalar score r(image, prompt), trained so that
+P(item a is preferred to item b) = sigmoid(r(a) - r(b)) fits judged comparisons
+(`rewards.pairs.Comparisons`), then z-scored (ImageReward reports (raw - mean) / std).
+
+Tiny world (`CLIPPreference`): the CLIP towers of the `clip` stage fine-tuned on comparisons, the
+design of PickScore and HPS v2 (CLIP fine-tuned on human preference pairs):
+
+    r(image, prompt) = exp(s) * cos(image embedding, text embedding) + q(image embedding)
+
+with a learned temperature s and, for the human-preference role, a prompt-free quality head q
+(LAION's linear MLP), because people judge how an image is drawn as well as what it shows. The
+lower vision layers stay frozen, as ImageReward freezes most of BLIP. A cross-attention fusion
+model (ImageReward's own BLIP design, `rewards.fusion`) trained from scratch did not beat chance
+within this stage's time budget on the tiny CPU, while the CLIP towers start from a model that
+already aligns images and text.
+
+Paper scale: `load_preference` also reads ImageReward v1.0 / IterComp-style BLIP checkpoints
+(`rewards.fusion.load_imagereward`), behind the same call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import paths
+from .base import ImagePreprocess, check_batch
+from .clip import _features
+from .pairs import Comparisons
+
+FORMAT = "clip-preference"
+
+
+class ZScoredReward:
+    """reward(images, prompts) = (raw - mean) / std for a model with
+    `encode_images(pixel_values)` and `score_encoded(encoded, input_ids, attention_mask)`."""
+
+    def __init__(self, model: nn.Module, tokenizer, preprocess: ImagePreprocess, name: str, max_length: int,
+                 mean: float = 0.0, std: float = 1.0, device="cpu", batch_size: int = 256):
+        self.model = model.to(device).eval().requires_grad_(False)
+        self.tokenizer, self.preprocess, self.name = tokenizer, preprocess, name
+        self.max_length, self.mean, self.std = int(max_length), float(mean), float(std)
+        self.device, self.batch_size = torch.device(device), batch_size
+
+    def tokens(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        tok = self.tokenizer(list(prompts), padding="longest", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
+
+    @torch.no_grad()
+    def raw(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        check_batch(images, prompts)
+        out = []
+        for s in range(0, len(prompts), self.batch_size):
+            px = self.preprocess(images[s:s + self.batch_size].to(self.device, torch.float32))
+            ids, mask = self.tokens(prompts[s:s + self.batch_size])
+            out.append(self.model.score_encoded(self.model.encode_images(px), ids, mask).float())
+        return torch.cat(out) if out else torch.zeros(0, device=self.device)
+
+    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return (self.raw(images, prompts) - self.mean) / self.std
+
+    def with_grad(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """The same score with gradients flowing back to the images (DRaFT, ReFL, IterPO); one batch."""
+        check_batch(images, prompts)
+        ids, mask = self.tokens(prompts)
+        encoded = self.model.encode_images(self.preprocess(images.float()))
+        return (self.model.score_encoded(encoded, ids, mask).float() - self.mean) / self.std
+
+
+def _run_vision(vision, pixel_values: torch.Tensor, clip_style: bool) -> torch.Tensor:
+    """All tokens of a CLIP/BLIP vision tower. The frozen prefix (embeddings and leading layers without
+    trainable parameters) runs without autograd, unless the images themselves need gradients."""
+    layers = list(vision.encoder.layers)
+    n_frozen = next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
+    frozen_embed = not any(p.requires_grad for p in vision.embeddings.parameters()) and not pixel_values.requires_grad
+    grad = torch.is_grad_enabled()
+    with torch.set_grad_enabled(grad and not frozen_embed):
+        h = vision.embeddings(pixel_values)
+        if clip_style:
+            h = vision.pre_layrnorm(h)
+    for i, layer in enumerate(layers):
+        with torch.set_grad_enabled(grad and not (frozen_embed and i < n_frozen)):
+            h = layer(h, None) if clip_style else layer(h)
+    return h
+
+
+def freeze_vision(vision, trainable_layers: int) -> None:
+    """Freeze a vision tower's embeddings and all but its last `trainable_layers` layers."""
+    layers = vision.encoder.layers
+    k = max(0, len(layers) - trainable_layers)
+    frozen = [vision.embeddings, getattr(vision, "pre_layrnorm", None), *layers[:k]]
+    if trainable_layers <= 0:  # the whole tower is fixed: its outputs can be computed once
+        frozen.append(vision.post_layernorm)
+    for m in frozen:
+        if m is not None:
+            m.requires_grad_(False)
+
+
+class CLIPPreference(nn.Module):
+    """r = exp(s) * cos(CLIP image, CLIP text) [+ q(image embedding)]."""
+
+    def __init__(self, clip, quality_head: bool, head_dims: Sequence[int] = (256, 64, 16)):
+        from .fusion import PreferenceHead
+
+        super().__init__()
+        self.clip = clip
+        self.log_scale = nn.Parameter(clip.logit_scale.detach().clone().float().reshape(()))
+        self.quality = PreferenceHead(clip.config.projection_dim, head_dims) if quality_head else None
+        if self.quality is not None:
+            nn.init.zeros_(self.quality.layers[-1].weight)  # start as the CLIP score; learn quality from the pairs
+
+    def trainable(self, trainable_vision_layers: int) -> "CLIPPreference":
+        self.requires_grad_(True)
+        self.clip.logit_scale.requires_grad_(False)  # unused: the preference temperature is log_scale
+        freeze_vision(self.clip.vision_model, trainable_vision_layers)
+        if trainable_vision_layers <= 0:
+            self.clip.visual_projection.requires_grad_(False)
+        return self
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        v = self.clip.vision_model
+        h = _run_vision(v, pixel_values, clip_style=True)
+        f = self.clip.visual_projection(v.post_layernorm(h[:, 0]))
+        return f / f.norm(dim=-1, keepdim=True)
+
+    def encode_texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        f = _features(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        return f / f.norm(dim=-1, keepdim=True)
+
+    def score_encoded(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        r = self.log_scale.exp() * (images * self.encode_texts(input_ids, attention_mask)).sum(-1)
+        return r if self.quality is None else r + self.quality(images)
+
+    def forward(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
+        return self.score_encoded(self.encode_images(pixel_values), input_ids, attention_mask)
+
+
+class CLIPPreferenceReward(ZScoredReward):
+    """The tiny world's learned preference reward, saved as a folder: clip/ (a CLIPModel with its tokenizer
+    and preprocessing), preference.safetensors (temperature and quality head), reward_config.json."""
+
+    def save(self, out_dir: str | Path, extra: dict | None = None) -> None:
+        from safetensors.torch import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.model.clip.save_pretrained(str(out / "clip"))
+        self.tokenizer.save_pretrained(str(out / "clip"))
+        (out / "clip" / "preprocessor_config.json").write_text(json.dumps(self.preprocess.config(), indent=1))
+        state = {"log_scale": self.model.log_scale.detach().reshape(1)}
+        head_dims = []
+        if self.model.quality is not None:
+            state |= {f"quality.{k}": v.contiguous() for k, v in self.model.quality.state_dict().items()}
+            head_dims = [m.out_features for m in self.model.quality.layers if isinstance(m, nn.Linear)][:-1]
+        save_file(state, str(out / "preference.safetensors"))
+        cfg = {"format": FORMAT, "name": self.name, "max_length": self.max_length, "mean": self.mean, "std": self.std,
+               "quality_head": self.model.quality is not None, "head_dims": head_dims, **(extra or {})}
+        (out / "reward_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
+
+    @classmethod
+    def load_folder(cls, folder: Path, device="cpu") -> "CLIPPreferenceReward":
+        from safetensors.torch import load_file
+        from transformers import AutoTokenizer, CLIPModel
+
+        cfg = json.loads((folder / "reward_config.json").read_text())
+        clip = CLIPModel.from_pretrained(str(folder / "clip"))
+        model = CLIPPreference(clip, cfg["quality_head"], cfg["head_dims"] or (256, 64, 16))
+        state = load_file(str(folder / "preference.safetensors"))
+        with torch.no_grad():
+            model.log_scale.copy_(state.pop("log_scale").reshape(()))
+        if model.quality is not None:
+            model.quality.load_state_dict({k[len("quality."):]: v for k, v in state.items()})
+        tok = AutoTokenizer.from_pretrained(str(folder / "clip"))
+        pre = ImagePreprocess.from_folder(folder / "clip", clip.config.vision_config.image_size)
+        return cls(model, tok, pre, cfg["name"], cfg["max_length"], cfg["mean"], cfg["std"], device)
+
+
+def build_clip_preference(clip_dir: str | Path, name: str, quality_head: bool, device="cpu",
+                          head_dims: Sequence[int] = (256, 64, 16), seed: int = 0) -> CLIPPreferenceReward:
+    """A preference reward initialised from a trained CLIP folder (the tiny world's `clip` stage output)."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    folder = paths.resolve(clip_dir)
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no CLIP model at {folder}: run `dvc repro clip` first")
+    torch.manual_seed(seed)
+    clip = CLIPModel.from_pretrained(str(folder))
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    pre = ImagePreprocess.from_folder(folder, clip.config.vision_config.image_size)
+    return CLIPPreferenceReward(CLIPPreference(clip, quality_head, head_dims), tok, pre, name, tok.model_max_length,
+                                device=device)
+
+
+def load_preference(source: str | Path, device="cpu", **kw):
+    """A learned preference reward: a folder written by the `rewards` stage (tiny world), or an ImageReward /
+    IterComp-style BLIP checkpoint (a .pt file, a folder holding one, or a hub id such as THUDM/ImageReward)."""
+    from .fusion import FusionReward, load_imagereward
+
+    local = paths.resolve(source) if str(source).startswith(("models", ".", "/")) else None
+    if local is not None and (local / "reward_config.json").exists():
+        fmt = json.loads((local / "reward_config.json").read_text()).get("format")
+        if fmt == FORMAT:
+            return CLIPPreferenceReward.load_folder(local, device)
+        if fmt == "fusion-reward":
+            return FusionReward.load_folder(local, device)
+        raise ValueError(f"{local}/reward_config.json has unknown format {fmt!r}")
+    if local is not None and not local.exists():
+        raise FileNotFoundError(f"no reward model at {local}: run `dvc repro rewards` first (or give an ImageReward "
+                                f"checkpoint / hub id)")
+    return load_imagereward(local if local is not None else str(source), device=device, **kw)
+
+
+# ----------------------------------------------------------------------------- training and accuracy
+class PairwiseTraining:
+    """Bradley-Terry on comparisons (ImageReward's and PickScore's loss): -log sigmoid(r(win) - r(lose)).
+
+    Each step draws `batch_size` comparisons; an image shared by several items of the batch is encoded
+    once. `save` z-scores the reward on `norm_images`/`norm_prompts` (the base model's generations) and
+    writes the folder.
+    """
+
+    def __init__(self, reward: ZScoredReward, comps: Comparisons, batch_size: int, trainable_vision_layers: int,
+                 norm_images: np.ndarray, norm_prompts: Sequence[str], name: str | None = None,
+                 fingerprint: dict | None = None, extra_config: dict | None = None):
+        if len(comps) == 0:
+            raise ValueError(f"{name or reward.name}: no comparisons to train on (was every pair a tie?)")
+        self.reward, self.comps, self.batch_size = reward, comps, batch_size
+        self.name = name or reward.name
+        self.trainable_vision_layers = trainable_vision_layers
+        self.norm_images, self.norm_prompts = norm_images, list(norm_prompts)
+        self._fp, self.extra = dict(fingerprint or {}), dict(extra_config or {})
+        tok = reward.tokenizer(list(comps.texts), padding="max_length", truncation=True, max_length=reward.max_length,
+                               return_tensors="pt")
+        self.ids, self.mask = tok.input_ids, tok.attention_mask
+        self.model = reward.model.trainable(trainable_vision_layers)
+        self._encoded: torch.Tensor | None = None  # every pool image, encoded once when the vision side is frozen
+
+    def modules(self):
+        return {"reward": self.model}
+
+    def bind(self, prepared):
+        self.model = prepared["reward"]
+
+    def fingerprint(self) -> dict:
+        c = self.comps
+        h = hashlib.md5(np.ascontiguousarray(c.images).tobytes())
+        h.update(json.dumps(c.texts).encode())
+        h.update(c.win.tobytes() + c.lose.tobytes())
+        return {"kind": "pairwise-bt", "batch": self.batch_size, "data": h.hexdigest(),
+                "trainable_vision_layers": self.trainable_vision_layers, **self._fp}
+
+    def loss(self, step: int, gen: torch.Generator):
+        m = getattr(self.model, "module", self.model)
+        dev = next(m.parameters()).device
+        idx = torch.randint(len(self.comps), (self.batch_size,), generator=gen).numpy()
+        items = np.concatenate([self.comps.win[idx], self.comps.lose[idx]])
+        if self.trainable_vision_layers == 0:
+            if self._encoded is None:
+                self._encoded = self._encode_pool(m, dev)
+            enc = self._encoded[torch.from_numpy(items[:, 0]).to(dev)]
+        else:
+            uniq, inv = np.unique(items[:, 0], return_inverse=True)
+            px = torch.from_numpy(self.comps.images[uniq]).to(dev).permute(0, 3, 1, 2).float() / 255
+            enc = m.encode_images(self.reward.preprocess(px))[torch.from_numpy(inv.reshape(-1)).to(dev)]
+        ids, mask = self.ids[items[:, 1]], self.mask[items[:, 1]]
+        width = int(mask.sum(1).max())
+        r = m.score_encoded(enc, ids[:, :width].to(dev), mask[:, :width].to(dev))
+        diff = r[: len(idx)] - r[len(idx):]
+        loss = F.softplus(-diff).mean()
+        hit = (diff > 0).float()
+        kind = torch.from_numpy(self.comps.kind[idx]).to(dev)
+        metrics = {"batch_acc": hit.mean().item()}
+        for k, label in ((0, "acc_image_side"), (1, "acc_text_side")):
+            sel = kind == k
+            metrics[label] = hit[sel].mean().item() if sel.any() else float("nan")
+        return loss, metrics
+
+    @torch.no_grad()
+    def _encode_pool(self, m, dev) -> torch.Tensor:
+        out = []
+        for s in range(0, len(self.comps.images), 512):
+            px = torch.from_numpy(self.comps.images[s:s + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
+            out.append(m.encode_images(self.reward.preprocess(px)))
+        return torch.cat(out)
+
+    def save(self, out_dir: Path) -> None:
+        self.reward.model = getattr(self.model, "module", self.model).eval().requires_grad_(False)
+        x = torch.from_numpy(self.norm_images).permute(0, 3, 1, 2).float() / 255
+        raw = self.reward.raw(x, self.norm_prompts)
+        self.reward.mean, self.reward.std = float(raw.mean()), float(raw.std().clamp_min(1e-6))
+        self.reward.save(out_dir, {"normalised_on": len(self.norm_prompts), **self.extra})
+
+
+@torch.no_grad()
+def item_scores(reward, comps: Comparisons, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """The reward of every compared item: (scores of the preferred items, scores of the others)."""
+    items = np.concatenate([comps.win, comps.lose])
+    uniq, inv = np.unique(items, axis=0, return_inverse=True)
+    scores = []
+    for s in range(0, len(uniq), batch_size):
+        chunk = uniq[s:s + batch_size]
+        px = torch.from_numpy(comps.images[chunk[:, 0]]).permute(0, 3, 1, 2).float() / 255
+        scores.append(torch.as_tensor(reward(px.to(reward.device), [comps.texts[t] for t in chunk[:, 1]])).cpu())
+    r = torch.cat(scores).double().numpy()[inv.reshape(-1)]
+    return r[: len(comps)], r[len(comps):]
+
+
+def pairwise_accuracy(reward, comps: Comparisons) -> dict:
+    """Share of comparisons the reward orders as the judge did, overall and per kind (exact ties count half)."""
+    w, l = item_scores(reward, comps)
+    hit = (w > l) + 0.5 * (w == l)
+    out = {"accuracy": round(float(hit.mean()), 4), "n": len(comps)}
+    for k, label in ((0, "image_side"), (1, "text_side")):
+        sel = comps.kind == k
+        if sel.any():
+            out[label] = {"accuracy": round(float(hit[sel].mean()), 4), "n": int(sel.sum())}
+    return out
+
+
+__all__ = ["ZScoredReward", "CLIPPreference", "CLIPPreferenceReward", "build_clip_preference", "load_preference",
+           "PairwiseTraining", "item_scores", "pairwise_accuracy", "freeze_vision"]
