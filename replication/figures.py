@@ -95,3 +95,46 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.1):
             if captions is not None:
                 ax.set_title("\n".join(textwrap.wrap(captions[i], 22)[:3]), fontsize=5)
     return fig
+
+
+# ----------------------------------------------------------------------------- Fig. 5 (stage fig5)
+METHOD_COLORS = {"demon": "#8e44ad", "free2guide": "#16a085", "inference_scaling": "#d35400",
+                 "best_of_n": "#7f8c8d"}
+METHOD_MARKERS = {"demon": "o", "free2guide": "s", "inference_scaling": "^", "best_of_n": "v"}
+
+
+def nfe_curve(res: dict, column: str = "clip", title: str | None = None):
+    """Fig. 5: a metric against NFE per image (log x) for the inference-time methods (one curve each, 95% CI
+    bands) and the sharpened models as single points at the base cost (stage nfe_sweep's result)."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(4.6, 3.0))
+    for name, m in res.get("methods", {}).items():
+        pts = [q for q in m["points"] if column in q["columns"]]
+        if not pts:
+            continue
+        x = np.array([q["nfe_per_image"] for q in pts])
+        y = np.array([q["columns"][column]["mean"] for q in pts])
+        lo = np.array([q["columns"][column]["ci_low"] for q in pts])
+        hi = np.array([q["columns"][column]["ci_high"] for q in pts])
+        c = METHOD_COLORS.get(name, COLORS["other"])
+        ax.plot(x, y, marker=METHOD_MARKERS.get(name, "o"), ms=3.5, lw=1.3, color=c, label=m["label"])
+        ax.fill_between(x, lo, hi, color=c, alpha=0.12, lw=0)
+    for name, r in res.get("sharpened", {}).items():
+        if column not in r["columns"]:
+            continue
+        v = r["columns"][column]
+        c = COLORS["rlhf" if "rlhf" in name else "sft"]
+        ax.errorbar([r["nfe_per_image"]], [v["mean"]], yerr=[[v["mean"] - v["ci_low"]], [v["ci_high"] - v["mean"]]],
+                    fmt="*", ms=10, color=c, capsize=2, lw=1, label=f"{r['label']} (base cost)", zorder=5)
+        ax.axhline(v["mean"], color=c, lw=0.7, ls=":", zorder=1)
+    base = res.get("base")
+    if base and column in base["columns"]:
+        ax.plot([base["nfe_per_image"]], [base["columns"][column]["mean"]], "D", ms=5, color=COLORS["base"],
+                label="Base model", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("NFE per image (UNet evaluations, counted)")
+    ax.set_ylabel(f"{column.replace('_', ' ')} score" + (" (evaluator CLIP, cosine)" if column == "clip" else ""))
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="best", frameon=False, fontsize=6.5)
+    return fig
