@@ -233,3 +233,55 @@ def sample(eps_fn: EpsFn, scheduler, latents: torch.Tensor, num_steps: int, eta:
             if replaced is not None:
                 x = replaced
     return x
+
+
+# ----------------------------------------------------------------------------- stochastic DDIM: log-probabilities
+# DDPO and D3PO treat DDIM sampling with eta > 0 as a policy: each step x_t -> x_prev is a Gaussian
+# N(mean_theta(x_t, t), std_t^2 I) whose mean comes from the network (ddim_step's `mean`) and whose
+# std_t = eta * sqrt(variance_t) is fixed by the schedule.
+import math  # noqa: E402  (this section was appended; the module's imports above are shared)
+
+
+def ddim_log_prob(step: Step, x_prev: torch.Tensor) -> torch.Tensor:
+    """Per-sample log N(x_prev; step.mean, step.std^2 I), averaged over latent elements (DDPO's
+    convention: a mean, not a sum, so the scale does not depend on the latent size)."""
+    std = _bcast(step.std, x_prev)
+    if not bool((std > 0).all()):
+        raise ValueError("log-probabilities need a stochastic step: use eta > 0 (DDPO/D3PO sample with eta = 1)")
+    lp = -((x_prev.detach() - step.mean) ** 2) / (2 * std**2) - std.log() - 0.5 * math.log(2 * math.pi)
+    return lp.flatten(1).mean(1)
+
+
+def step_log_prob(eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, x_prev: torch.Tensor,
+                  step_stride: int, eta: float) -> torch.Tensor:
+    """Log-probability under eps_fn of the recorded transitions x_t -> x_prev (one timestep per row),
+    one batched network call; differentiable when grad is enabled."""
+    out = eps_fn(x_t, t)
+    step = ddim_step(scheduler, out, t, x_t, t - step_stride, eta=eta, noise=torch.zeros_like(x_t))
+    return ddim_log_prob(step, x_prev)
+
+
+@dataclass
+class SampledTrajectory:
+    """A stochastic DDIM sample with every latent kept: the data DDPO and D3PO train on."""
+
+    timesteps: torch.Tensor  # (T,) the scheduler's grid, first step first
+    latents: torch.Tensor  # (T + 1, N, C, H, W): x_T, ..., x_0
+    log_probs: torch.Tensor  # (T, N) log-probability of each transition under the sampling policy
+
+
+@torch.no_grad()
+def sample_with_log_probs(eps_fn: EpsFn, scheduler, latents: torch.Tensor, num_steps: int, eta: float,
+                          generator: torch.Generator | None = None) -> SampledTrajectory:
+    """DDIM sampling with eta > 0 that records each latent and each transition's log-probability."""
+    grid = inference_timesteps(scheduler, num_steps).to(latents.device)
+    s = stride(scheduler, num_steps)
+    xs, lps = [latents], []
+    x = latents
+    for t in grid:
+        tv = t.expand(x.shape[0])
+        step = ddim_step(scheduler, eps_fn(x, tv), tv, x, tv - s, eta=eta, generator=generator)
+        lps.append(ddim_log_prob(step, step.prev))
+        x = step.prev
+        xs.append(x)
+    return SampledTrajectory(grid, torch.stack(xs), torch.stack(lps))

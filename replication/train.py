@@ -7,6 +7,8 @@ A method is an object with
     loss(step, gen)     -> (scalar loss, {metric: float}); draws its own batch for `step` from `gen`
     save(out_dir)       writes the final artifact (a diffusers/transformers folder)
     fingerprint()       -> dict of everything the result depends on (resuming needs a match)
+and optionally state_dict()/load_state_dict(): state beyond the modules that a resumed run needs
+(DDPO's and D3PO's samples of the current round), checkpointed with the model.
 
 The loop owns what every method needs and none should re-implement: accelerate (CPU here, one
 or many GPUs elsewhere, fp16/bf16), gradient accumulation, clipping, warmup, gradient
@@ -14,7 +16,9 @@ checkpointing, NaN guard, a tqdm bar, a CSV metrics log for `dvc plots`, and che
 
 Determinism and resume: step s draws all its randomness from a generator seeded by
 (seed, s), so a run that is killed and resumed from its last checkpoint (model, optimiser,
-scheduler and log restored) ends with the same weights as an uninterrupted one. Checkpoints
+scheduler, method state and log restored) ends with the same weights as an uninterrupted one.
+A checkpoint is written to a temporary folder and renamed when complete, so a process killed while
+writing one (SIGKILL, out of memory) leaves the previous checkpoint intact. Checkpoints
 live under `.checkpoints/<run>/`, outside the stage's DVC outputs, so `dvc repro` after a crash
 resumes instead of starting over; a checkpoint made with other parameters is discarded. A
 finished run keeps its result in `.checkpoints/<run>/final/` (hard-linked into `out_dir`), so a
@@ -173,6 +177,8 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
     prepared = acc.prepare(*mods.values(), opt, sched)
     method.bind(dict(zip(names, prepared[: len(names)])))
     opt, sched = prepared[len(names):]
+    if callable(getattr(method, "state_dict", None)) and callable(getattr(method, "load_state_dict", None)):
+        acc.register_for_checkpointing(method)
 
     # -- resume
     if acc.is_main_process:
@@ -181,6 +187,8 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
             print(f"{method.name}: checkpoints in {run_dir} were made with other parameters; starting afresh")
             for c in _checkpoints(run_dir) + ([final] if final.exists() else []):
                 shutil.rmtree(c)
+        for partial in run_dir.glob(".partial-*"):  # a checkpoint being written when the process died
+            shutil.rmtree(partial)
         stamp.write_text(fp + "\n")
     acc.wait_for_everyone()
     start = 0
@@ -228,9 +236,11 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "reward_mean")}, refresh=False)
         bar.update(1)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or step == stop_after:
-            acc.save_state(str(run_dir / f"step-{step:06d}"))
+            partial = run_dir / f".partial-step-{step:06d}"
+            acc.save_state(str(partial))
             acc.wait_for_everyone()
             if main:
+                partial.rename(run_dir / f"step-{step:06d}")
                 for old in _checkpoints(run_dir)[:-1]:
                     shutil.rmtree(old)
                 _publish_log(run_dir, log_path)

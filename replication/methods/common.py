@@ -1,7 +1,11 @@
-"""Plumbing shared by the fine-tuning methods: which modules train, where batches come from, saving."""
+"""Plumbing shared by the fine-tuning methods: which modules train (full or LoRA), the frozen
+reference model, where batches come from, differentiable rewards, NFE accounting, saving."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -59,16 +63,128 @@ class HFImageTextSource:
         return x, [str(r[self.caption_column]) for r in rows]
 
 
+class PromptSource:
+    """Random prompt batches (RLHF-style methods train on prompts only), drawn with the step generator."""
+
+    def __init__(self, prompts: Sequence[str], name: str = "prompts"):
+        if not prompts:
+            raise ValueError(f"{name}: no prompts")
+        self.prompts, self.name = list(prompts), name
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def batch(self, size: int, gen: torch.Generator) -> list[str]:
+        idx = torch.randint(len(self), (size,), generator=gen).tolist()
+        return [self.prompts[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------- LoRA
+@dataclass
+class LoraSpec:
+    """LoRA on the UNet's attention projections (peft); rank 0 means full fine-tuning."""
+
+    rank: int = 0
+    alpha: float = 0.0  # 0: alpha = rank (scale 1)
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __post_init__(self):
+        if self.rank < 0:
+            raise ValueError(f"lora.rank must be >= 0 (0 = full fine-tuning), got {self.rank}")
+        self.targets = tuple(self.targets)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+def add_lora(unet, spec: LoraSpec) -> None:
+    """Freeze the UNet and add trainable LoRA adapters (diffusers' peft integration)."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=spec.rank, lora_alpha=spec.alpha or spec.rank, init_lora_weights="gaussian",
+                                target_modules=list(spec.targets)))
+
+
+def merged_unet(unet):
+    """A copy of a LoRA UNet with the adapters fused into the weights and removed: a plain
+    UNet2DConditionModel that `DiffusionPipeline.from_pretrained` loads like the base model's."""
+    out = copy.deepcopy(unet)
+    out.fuse_lora()
+    out.unload_lora()
+    return out
+
+
+def unwrap(module):
+    """The module inside a DDP wrapper (accelerate on several GPUs), else the module."""
+    return getattr(module, "module", module)
+
+
+# ----------------------------------------------------------------------------- rewards with gradients
+def differentiable(reward):
+    """reward(images, prompts) with gradients flowing back to the images (DRaFT, ReFL, IterPO).
+
+    A reward that offers `with_grad(images, prompts)` is used through it. The rewards of this
+    repository score under torch.no_grad (cheap in every other method); for them the same
+    computation is rebuilt here from their public parts. Anything else is called as is and must
+    return a result that requires grad.
+    """
+    fn = getattr(reward, "with_grad", None)
+    if callable(fn):
+        return fn
+    parts = getattr(reward, "parts", None)
+    if parts is not None:  # rewards.Weighted
+        fns = [(differentiable(r), w) for r, w in parts]
+        return lambda images, prompts: sum(w * f(images, prompts) for f, w in fns)
+    kind = type(reward).__name__
+    if kind == "CLIPScore":
+        from ..rewards.clip import _features
+
+        def clip_with_grad(images, prompts):
+            f = _features(reward.model.get_image_features(pixel_values=reward.preprocess(images.float())))
+            f = f / f.norm(dim=-1, keepdim=True)
+            return reward.scale * (f * reward.embed_texts(prompts)).sum(-1)
+
+        return clip_with_grad
+    if kind == "FusionReward":
+        def fusion_with_grad(images, prompts):
+            ids, mask = reward.tokens(prompts)
+            return (reward.model(reward.preprocess(images.float()), ids, mask) - reward.mean) / reward.std
+
+        return fusion_with_grad
+
+    def checked(images, prompts):
+        r = reward(images, prompts)
+        if not r.requires_grad:
+            raise TypeError(f"reward {getattr(reward, 'name', kind)!r} gives no gradient (it scores under no_grad); "
+                            f"methods that backpropagate through the reward need a differentiable one: give it a "
+                            f"`with_grad(images, prompts)` method")
+        return r
+
+    return checked
+
+
+# ----------------------------------------------------------------------------- the method base
 class UNetMethod:
-    """Base of methods that fine-tune the UNet of a T2IModel (full weights; the text encoders and
-    the VAE stay frozen, as in the paper's scripts)."""
+    """Base of methods that fine-tune the UNet of a T2IModel: all of its weights, or LoRA adapters on
+    its attention projections (`lora`); the text encoders and the VAE stay frozen, as in the paper's
+    scripts. Methods with a KL anchor get a frozen reference: the starting UNet (a frozen copy for
+    full fine-tuning; with LoRA, the same UNet with its adapters disabled)."""
 
     name = "unet-method"
 
-    def __init__(self, model: T2IModel, batch_size: int, fingerprint: dict | None = None):
+    def __init__(self, model: T2IModel, batch_size: int, fingerprint: dict | None = None,
+                 lora: LoraSpec | None = None, reference: bool = False):
         self.model = model
         self.batch_size = batch_size
         self._fp = dict(fingerprint or {})
+        self.lora = lora if lora is not None and lora.enabled else None
+        if self.lora is not None:
+            add_lora(model.unet, self.lora)
+        self._ref_unet = None
+        if reference and self.lora is None:
+            self._ref_unet = copy.deepcopy(model.unet).requires_grad_(False).eval()
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.model.unet}
@@ -77,11 +193,47 @@ class UNetMethod:
         self.model.unet = prepared["unet"]
 
     def fingerprint(self) -> dict:
-        return {"method": self.name, "batch_size": self.batch_size, **self._fp}
+        fp = {"method": self.name, "batch_size": self.batch_size, **self._fp}
+        if self.lora is not None:
+            fp["lora"] = {"rank": self.lora.rank, "alpha": self.lora.alpha, "targets": list(self.lora.targets)}
+        return fp
 
     def save(self, out_dir: Path) -> None:
-        self.model.save(out_dir, unet=self.model.unet)
+        unet = merged_unet(unwrap(self.model.unet)) if self.lora is not None else self.model.unet
+        self.model.save(out_dir, unet=unet)
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    # -- the frozen reference
+    @contextlib.contextmanager
+    def _reference_weights(self):
+        if self.lora is None:
+            yield self._ref_unet
+            return
+        inner = unwrap(self.model.unet)
+        inner.disable_adapters()
+        try:
+            yield inner
+        finally:
+            inner.enable_adapters()
+
+    def ref_denoiser(self, cond, guidance_scale: float = 1.0):
+        """eps_fn of the frozen reference model (no gradients; its evaluations count as NFEs)."""
+        if self.lora is None and self._ref_unet is None:
+            raise RuntimeError(f"{self.name}: constructed without a reference model (reference=True)")
+
+        uncond = self.model.encode_uncond(len(cond)) if guidance_scale != 1.0 else None
+
+        def eps_fn(x, t):
+            with torch.no_grad(), self._reference_weights() as unet:
+                return self.model.denoiser(cond, guidance_scale, uncond, unet=unet)(x, t)
+
+        return eps_fn
+
+    def nfe_mark(self) -> int:
+        return self.model.nfe.evals
+
+    def nfe_since(self, mark: int) -> float:
+        return float(self.model.nfe.evals - mark)

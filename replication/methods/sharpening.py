@@ -20,6 +20,18 @@ size it holds 1/n of the activations, and its backward pass covers one trajector
 (benchmarks/bench_sharpening_step.py: about 3x faster per step at batch 8 on a CPU). The argmax
 is per caption, so batches larger than one work (the released code takes it over the whole
 batch, mixing captions).
+
+RLHF variant (Algorithm 2, Eqs. 10-11), prompts only, for each prompt of a batch:
+  1. generate x0 with the current model (DDIM, classifier-free guidance as at evaluation; the
+     released code generates without guidance: gen_guidance = 1);
+  2-5. `explore` as above; the best (w) and the worst (l) of the n trajectories by score;
+  6. re-run w and l with gradients (2m evaluations) and the frozen reference on the same inputs;
+     the loss (`rlhf_loss`) compares their epsilon-MSE along the trajectories, Diffusion-DPO style:
+     `paper` puts the reward margin R(x^w) - R(x^l) inside the log-sigmoid (Eq. 11), `official`
+     adds it outside (a constant: no effect on gradients) and reads the reference at the first
+     step only, `dpo` is plain Diffusion-DPO on best/worst. The released code also re-noises n
+     generated images (one per noise, each with the noise that generated it) where the paper
+     re-noises one image n times; we follow the paper.
 """
 
 from __future__ import annotations
@@ -27,10 +39,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from .. import diffusion
 from ..models import Cond, T2IModel
-from .common import ImageTextSource, UNetMethod
+from .common import ImageTextSource, LoraSpec, PromptSource, UNetMethod
 
 
 @dataclass
@@ -114,8 +127,8 @@ class SFTSharpening(UNetMethod):
     name = "sft-sharpening"
 
     def __init__(self, model: T2IModel, reward, data: ImageTextSource, batch_size: int, spec: SharpeningSpec,
-                 fingerprint: dict | None = None):
-        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})})
+                 fingerprint: dict | None = None, lora: LoraSpec | None = None):
+        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
         self.reward, self.data, self.spec = reward, data, spec
 
     def loss(self, step: int, gen: torch.Generator):
@@ -135,3 +148,104 @@ class SFTSharpening(UNetMethod):
         valid = traj.valid.float()
         loss = ((mse * valid).sum(0) / valid.sum(0)).mean()
         return loss, {**ex.metrics(), "nfe": float(model.nfe.evals - nfe0)}
+
+
+# ============================================================================= RLHF variant
+RLHF_LOSSES = ("paper", "official", "dpo")
+
+
+@dataclass
+class RLHFSpec:
+    """What RLHF sharpening adds to the shared core (params.yaml: rlhf_sharpening.*)."""
+
+    loss: str = "paper"  # "paper" (Eq. 11) | "official" (released code) | "dpo" (Diffusion-DPO on best/worst)
+    beta: float = 500.0  # see rlhf_loss; the released code uses 2500 for SDXL
+    margin_scale: float = 1.0  # multiplies R(x^w) - R(x^l) (paper: 1)
+    gen_steps: int = 25  # DDIM steps generating x0 with the current model (released code: 25)
+    gen_guidance: float = 5.0  # CFG while generating (paper: as at evaluation; released code: 1, none)
+
+    def __post_init__(self):
+        if self.loss not in RLHF_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(RLHF_LOSSES)}, got {self.loss!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+def masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over the step axis (0) of the existing steps only."""
+    w = valid.to(v.dtype)
+    return (v * w).sum(0) / w.sum(0).clamp_min(1)
+
+
+def rlhf_loss(variant: str, mse_w: torch.Tensor, mse_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
+              valid_w: torch.Tensor, valid_l: torch.Tensor, margin: torch.Tensor, beta: float):
+    """The RLHF sharpening loss of best (w) vs worst (l) trajectories, per prompt, then averaged.
+
+    mse_*: (m, B) per-step epsilon-MSE of the policy along each trajectory; ref_*: the frozen
+    reference's, (m, B) (only row 0 is read by `official`); margin: (B,) R(x^w) - R(x^l).
+    Diffusion-DPO replaces log p_theta(x)/p_ref(x) by mse_ref(x) - mse_theta(x), so
+        z = beta * [(ref_w - mse_w) - (ref_l - mse_l)]
+      paper    (Eq. 11):  -log sigmoid(z - margin), MSEs averaged over the trajectory's steps
+      official (code):    -log sigmoid(z) + margin, policy averaged over steps, reference at the first step
+      dpo:                -log sigmoid(z), both averaged over steps
+    (Wallace et al. write -log sigmoid(-beta_W/2 * ...): our beta is their beta_W / 2, as in the code.)
+    Returns (loss, z).
+    """
+    pol_w, pol_l = masked_mean(mse_w, valid_w), masked_mean(mse_l, valid_l)
+    if variant == "official":
+        r_w, r_l = ref_w[0], ref_l[0]
+    else:
+        r_w, r_l = masked_mean(ref_w, valid_w), masked_mean(ref_l, valid_l)
+    z = beta * ((r_w - pol_w) - (r_l - pol_l))
+    if variant == "paper":
+        loss = -F.logsigmoid(z - margin)
+    elif variant == "official":
+        loss = -F.logsigmoid(z) + margin
+    elif variant == "dpo":
+        loss = -F.logsigmoid(z)
+    else:
+        raise ValueError(f"unknown RLHF loss {variant!r}; choose one of {', '.join(RLHF_LOSSES)}")
+    return loss.mean(), z
+
+
+class RLHFSharpening(UNetMethod):
+    """Algorithm 2: prompts only; the reference is the frozen starting UNet (LoRA: adapters off)."""
+
+    name = "rlhf-sharpening"
+
+    def __init__(self, model: T2IModel, reward, prompts: PromptSource, batch_size: int, spec: SharpeningSpec,
+                 rlhf: RLHFSpec, lora: LoraSpec | None = None, fingerprint: dict | None = None):
+        if spec.n < 2:
+            raise ValueError("RLHF sharpening compares the best and the worst trajectory: it needs n >= 2")
+        super().__init__(model, batch_size, {"spec": vars(spec), "rlhf": vars(rlhf), **(fingerprint or {})},
+                         lora=lora, reference=True)
+        self.reward, self.prompts, self.spec, self.rlhf = reward, prompts, spec, rlhf
+
+    def loss(self, step: int, gen: torch.Generator):
+        model, spec, rl = self.model, self.spec, self.rlhf
+        mark = self.nfe_mark()
+        prompts = self.prompts.batch(self.batch_size, gen)
+        b, dev, sched = len(prompts), self.device, model.scheduler
+        s = diffusion.stride(sched, spec.infer_steps)
+        with torch.no_grad():  # 1. generate x0 with the current model, as it samples at evaluation
+            noise = torch.randn((b, *model.latent_shape), generator=gen).to(dev, model.dtype)
+            x0 = diffusion.sample(model.denoiser(model.encode_prompts(prompts), rl.gen_guidance), sched,
+                                  noise * sched.init_noise_sigma, rl.gen_steps)
+        ex = explore(model, self.reward, x0, prompts, spec, gen)  # 2. re-noise, n trajectories, m steps, scores
+        rows = torch.arange(b, device=dev) * spec.n
+        w = rows + ex.scores.argmax(1).to(dev)
+        lo = rows + ex.scores.argmin(1).to(dev)
+        pick = torch.cat([w, lo])
+        # 3. best and worst again, with gradients through the unrolled steps; the reference on the same inputs
+        traj = diffusion.rollout(model.denoiser(ex.cond[pick]), sched, ex.x_t[pick], ex.t[pick], spec.m, s)
+        target = diffusion.target_for(sched, torch.cat([x0, x0]), ex.eps[pick], ex.t[pick])
+        mse = (traj.out.float() - target.float()[None]).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
+        k = 1 if rl.loss == "official" else spec.m
+        ref_fn = self.ref_denoiser(Cond.cat([ex.cond[pick]] * k))  # the first k steps in one batched call
+        ref_out = ref_fn(traj.x[:k].detach().flatten(0, 1), traj.t[:k].flatten()).view(k, *traj.out.shape[1:])
+        ref_mse = (ref_out.float() - target.float()[None]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
+        margin = rl.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
+        loss, z = rlhf_loss(rl.loss, mse[:, :b], mse[:, b:], ref_mse[:, :b], ref_mse[:, b:], traj.valid[:, :b],
+                            traj.valid[:, b:], margin, rl.beta)
+        return loss, {**ex.metrics(), "reward_margin": margin.mean().item(), "dpo_logit": z.mean().item(),
+                      "nfe": self.nfe_since(mark)}

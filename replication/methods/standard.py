@@ -11,16 +11,16 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import ImageTextSource, UNetMethod
+from .common import ImageTextSource, LoraSpec, UNetMethod
 
 
 class StandardFinetune(UNetMethod):
     name = "standard-finetune"
 
     def __init__(self, model: T2IModel, data: ImageTextSource, batch_size: int, cond_dropout: float = 0.0,
-                 train_text_encoder: bool = False, fingerprint: dict | None = None):
+                 train_text_encoder: bool = False, fingerprint: dict | None = None, lora: LoraSpec | None = None):
         super().__init__(model, batch_size, {"cond_dropout": cond_dropout, "train_text_encoder": train_text_encoder,
-                                             **(fingerprint or {})})
+                                             **(fingerprint or {})}, lora=lora)
         self.data, self.cond_dropout, self.train_text_encoder = data, cond_dropout, train_text_encoder
         if train_text_encoder:
             if model.kind != "sd":
@@ -40,6 +40,7 @@ class StandardFinetune(UNetMethod):
 
     def loss(self, step: int, gen: torch.Generator):
         model = self.model
+        mark = self.nfe_mark()
         images, captions = self.data.batch(self.batch_size, gen, self.device)
         if self.cond_dropout > 0:
             drop = torch.rand(len(captions), generator=gen) < self.cond_dropout
@@ -51,4 +52,4 @@ class StandardFinetune(UNetMethod):
         x_t = diffusion.add_noise(model.scheduler, x0, eps, t)
         out = model.eps(x_t, t, model.encode_prompts(captions))
         loss = (out.float() - diffusion.target_for(model.scheduler, x0, eps, t).float()).pow(2).mean()
-        return loss, {}
+        return loss, {"nfe": self.nfe_since(mark)}
