@@ -153,6 +153,267 @@ class FiguresParams:
 
 
 @dataclass
+class RaterParams:
+    """The simulated human (replication/world/rater.py): Bradley-Terry temperature, tie band, rating noise."""
+
+    temperature: float = 0.05
+    tie_band: float = 0.02
+    rating_noise: float = 0.5
+
+
+@dataclass
+class FeedbackParams:
+    """Judged image pairs from the base model: the Pick-a-Pic-role set and the reward-training pool."""
+
+    model: str = "models/base"
+    prompts: str = "rlhf_pool"
+    pickapic_prompts: int = 400  # one judged pair per prompt (Diffusion-DPO's data)
+    pool_prompts: int = 300  # the next prompts: images_per_prompt images each, every pair judged
+    images_per_prompt: int = 4
+    num_steps: int = 10  # DDIM steps of the feedback images (evaluation uses 50)
+    guidance_choices: tuple[float, ...] = (2.0, 3.5, 5.0, 7.5)  # drawn per image, as Pick-a-Pic's varied samplers
+    batch_size: int = 256
+    seed: int = 0
+    rater: RaterParams = field(default_factory=RaterParams)
+
+
+@dataclass
+class PreferenceModelParams:
+    """A learned preference reward (tiny: CLIP fine-tuned with Bradley-Terry; else a checkpoint to use)."""
+
+    source: str = "tiny"  # tiny: trained here; else an ImageReward-style checkpoint (folder, .pt or hub id)
+    init: str = "models/clip_reward"  # the CLIP the tiny model starts from
+    shard: int = 0  # which half of the feedback pool and of the renders it learns from
+    quality_head: bool = True
+    trainable_vision_layers: int = 0  # 0: the vision tower stays frozen (its embeddings are computed once)
+    train: TrainParams = field(default_factory=lambda: TrainParams(steps=100, batch_size=64, lr=1e-4,
+                                                                   weight_decay=0.01, checkpoint_every=100))
+
+
+@dataclass
+class AestheticModelParams:
+    """An aesthetic predictor (tiny: MLP on a tiny CLIP's embeddings; 'laion' or 'laion:<mlp>' at paper scale)."""
+
+    source: str = "tiny"
+    clip: str = "models/clip_reward"
+    shard: int = 0
+    train: TrainParams = field(default_factory=lambda: TrainParams(steps=600, batch_size=256, lr=3e-3,
+                                                                   checkpoint_every=600))
+
+
+@dataclass
+class RewardsParams:
+    compositional: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(quality_head=False))
+    image_reward: PreferenceModelParams = field(default_factory=PreferenceModelParams)
+    image_reward_evaluator: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(
+        init="models/clip_evaluator", shard=1, train=TrainParams(steps=100, batch_size=64, lr=1e-4, weight_decay=0.01,
+                                                                 checkpoint_every=100, seed=1)))
+    aesthetic: AestheticModelParams = field(default_factory=AestheticModelParams)
+    aesthetic_evaluator: AestheticModelParams = field(default_factory=lambda: AestheticModelParams(
+        clip="models/clip_evaluator", shard=1, train=TrainParams(steps=600, batch_size=256, lr=3e-3,
+                                                                 checkpoint_every=600, seed=1)))
+    renders: int = 600  # rendered training images per side, passed through the base model's VAE
+    corruptions_per_image: int = 2  # text-side comparisons per image
+    heldout_scenes: int = 200  # scenes with held-out compositions for the compositional accuracy
+    seed: int = 0
+
+
+@dataclass
+class MLLMParams:
+    """The MLLM grader (replication/rewards/mllm.py). base_url 'local' starts the tiny world's grader on
+    127.0.0.1; otherwise any OpenAI-compatible endpoint, its key read from the environment variable
+    `api_key_env` (never written here)."""
+
+    base_url: str = "local"
+    model: str = "gpt-4o"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff: float = 1.0
+    concurrency: int = 8
+    max_requests: int = 100_000
+
+
+@dataclass
+class MetricsParams:
+    """Table 1's columns for one pipeline (stage evaluate_base: the base model)."""
+
+    model: str = "models/base"
+    per_category: int = 100  # CompBench-like prompts per category and split (base_model.report_prompts reuses them)
+    drawbench_limit: int | None = None  # first N DrawBench-like prompts (None: all 200)
+    generation: GenerationParams = field(default_factory=GenerationParams)
+    seed: int = 0
+    confidence: float = 0.95
+    bootstrap: int = 2000
+    evaluators: dict = field(default_factory=dict)  # column -> model folder / hub id (paper scale)
+
+
+# ----------------------------------------------------------------------------- fine-tuning methods (Table 1)
+@dataclass
+class LoraParams:
+    """LoRA on the UNet attention projections (peft); rank 0 = full fine-tuning. Saved merged."""
+
+    rank: int = 0
+    alpha: float = 0.0  # 0: alpha = rank
+
+
+def _ft_train(**kw) -> TrainParams:
+    base = dict(steps=100, batch_size=8, lr=1e-4, adam_beta1=0.9, adam_beta2=0.999, checkpoint_every=25)
+    return TrainParams(**{**base, **kw})
+
+
+@dataclass
+class StandardFinetuneParams:
+    """Standard fine-tuning (the diffusers SDXL example's objective) on the SFT sharpening data."""
+
+    model: str = "models/base"
+    revision: str | None = None
+    dataset: str = "journeydb"
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=_ft_train)
+
+
+@dataclass
+class RLHFSharpeningParams:
+    """RLHF Diffusion-Sharpening (Algorithm 2); defaults follow the paper (Eq. 11, PF-ODE x0, CFG)."""
+
+    model: str = "models/base"
+    revision: str | None = None
+    reward: str = "clip"
+    prompts: str = "rlhf_pool"  # a tiny-world prompt set, or a text file with one prompt per line
+    n: int = 3
+    m: int = 3
+    infer_steps: int = 25
+    aggregate: Literal["sum", "mean"] = "sum"
+    x0: Literal["tweedie", "ode"] = "ode"
+    ode_steps: int = 4
+    loss: Literal["paper", "official", "dpo"] = "paper"
+    beta: float = 500.0
+    margin_scale: float = 1.0
+    gen_steps: int = 25
+    gen_guidance: float = 5.0  # 1.0 = the released code (no classifier-free guidance)
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=lambda: _ft_train(adam_beta1=0.0, adam_beta2=0.99))
+
+
+@dataclass
+class DiffusionDPOParams:
+    model: str = "models/base"
+    revision: str | None = None
+    pairs: str = "generated/pickapic.npz"
+    beta: float = 2500.0  # ours = Wallace et al.'s beta / 2 (their SDXL 5000)
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=_ft_train)
+
+
+@dataclass
+class DDPOParams:
+    model: str = "models/base"
+    revision: str | None = None
+    reward: str = "aesthetic"
+    prompts: str = "rlhf_pool"
+    sample_steps: int = 20
+    eta: float = 1.0
+    guidance: float = 5.0
+    images_per_prompt: int = 4
+    updates_per_sample: int = 2
+    clip_range: float = 1.0e-4
+    adv_clip: float = 5.0
+    timestep_fraction: float = 1.0
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=_ft_train)
+
+
+@dataclass
+class D3POParams:
+    model: str = "models/base"
+    revision: str | None = None
+    prompts: str = "rlhf_pool"
+    sample_steps: int = 20
+    eta: float = 1.0
+    guidance: float = 5.0
+    updates_per_sample: int = 1
+    beta: float = 0.1
+    ratio_clip: float = 0.1
+    timestep_fraction: float = 1.0
+    rater: RaterParams = field(default_factory=RaterParams)  # the person giving the online feedback
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=_ft_train)
+
+
+@dataclass
+class RewardBackpropParams:
+    """Shared by DRaFT/ReFL (`draft`) and IterPO (`iterpo`): gradients of a differentiable reward."""
+
+    model: str = "models/base"
+    revision: str | None = None
+    reward: str = "clip"
+    prompts: str = "rlhf_pool"
+    mode: Literal["draft", "refl"] = "draft"
+    k: int = 1
+    stop_range: int = 10
+    sample_steps: int = 20
+    guidance: float = 5.0
+    objective: Literal["linear", "hinge"] = "linear"
+    margin: float = 2.0
+    reward_scale: float = 1.0
+    lora: LoraParams = field(default_factory=LoraParams)
+    train: TrainParams = field(default_factory=_ft_train)
+
+
+@dataclass
+class DemonParams:
+    """Demon (replication/methods/demon.py): noise candidates per step weighted by their rewards."""
+
+    kind: Literal["tanh", "boltzmann"] = "tanh"
+    tau: float | None = None  # None: adaptive (the candidates' reward std)
+    eta: float = 1.0  # stochasticity of the demon steps (1.0: DDPM's posterior variance)
+    x0_steps: int = 4  # PF-ODE DDIM steps for each candidate's clean estimate (1: one-step Tweedie)
+
+
+@dataclass
+class Free2GuideParams:
+    """Free2Guide (replication/methods/free2guide.py): path guidance on a random subset of steps."""
+
+    fraction: float = 0.1  # share of the DDIM steps that are guided (paper: 5 of 50)
+    eta: float = 1.0
+    temperature: float = 0.0  # 0: keep the best candidate (the released code); > 0: softmax(r / T) draw
+    seed: int = 0  # which steps are guided
+
+
+@dataclass
+class ZeroOrderParams:
+    """Inference Scaling's zero-order search (replication/methods/inference_scaling.py)."""
+
+    candidates: int = 4  # noises per round around the pivot
+    step: float = 0.5  # neighbourhood: sqrt(1 - step^2) pivot + step eps (1: random search)
+
+
+@dataclass
+class NFESweepParams:
+    """Fig. 5: inference-time methods over NFE budgets vs sharpened models at the base cost."""
+
+    model: str = "models/base"
+    revision: str | None = None
+    verifier: str = "clip"  # a reward name (replication.rewards.load_reward); never the evaluator
+    prompts: str = "drawbench"
+    n_prompts: int = 24  # evenly spaced over the set (every category)
+    num_steps: int = 20  # base cost = num_steps x 2 NFE (CFG)
+    guidance_scale: float = 5.0
+    budgets: tuple[int, ...] = (1, 3, 10, 30, 100)  # multiples of the base cost
+    methods: tuple[str, ...] = ("best_of_n", "inference_scaling", "demon", "free2guide")
+    sharpened: tuple[str, ...] = ("models/sft_sharpening",)  # pipelines evaluated at the base cost
+    columns: tuple[str, ...] = ("clip", "aesthetic", "image_reward")  # DrawBench-set metric columns
+    seed: int = 0
+    max_rows: int = 1024  # UNet rows per network call
+    confidence: float = 0.95
+    bootstrap: int = 2000
+    demon: DemonParams = field(default_factory=DemonParams)
+    free2guide: Free2GuideParams = field(default_factory=Free2GuideParams)
+    inference_scaling: ZeroOrderParams = field(default_factory=ZeroOrderParams)
+
+
+@dataclass
 class Params:
     profile: Literal["tiny", "smoke", "sdxl"] = "tiny"
     base_model: BaseModelParams = field(default_factory=BaseModelParams)
@@ -160,6 +421,19 @@ class Params:
     sft_sharpening: SharpeningParams = field(default_factory=SharpeningParams)
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     figures: FiguresParams = field(default_factory=FiguresParams)
+    feedback: FeedbackParams = field(default_factory=FeedbackParams)
+    rewards: RewardsParams = field(default_factory=RewardsParams)
+    mllm: MLLMParams = field(default_factory=MLLMParams)
+    evaluate_base: MetricsParams = field(default_factory=MetricsParams)
+    standard_finetune: StandardFinetuneParams = field(default_factory=StandardFinetuneParams)
+    rlhf_sharpening: RLHFSharpeningParams = field(default_factory=RLHFSharpeningParams)
+    diffusion_dpo: DiffusionDPOParams = field(default_factory=DiffusionDPOParams)
+    ddpo: DDPOParams = field(default_factory=DDPOParams)
+    d3po: D3POParams = field(default_factory=D3POParams)
+    iterpo: RewardBackpropParams = field(default_factory=lambda: RewardBackpropParams(
+        reward="compositional", mode="refl", objective="hinge", margin=2.0))
+    draft: RewardBackpropParams = field(default_factory=RewardBackpropParams)
+    nfe_sweep: NFESweepParams = field(default_factory=NFESweepParams)
     profiles: dict = field(default_factory=dict)
 
 

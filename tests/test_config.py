@@ -55,7 +55,7 @@ def leaves(d: dict, prefix: tuple = ()):
 
 def get(obj, path: tuple):
     for k in path:
-        obj = getattr(obj, k)
+        obj = obj[k] if isinstance(obj, dict) else getattr(obj, k)  # dict-typed fields (evaluators) hold mappings
     return obj
 
 
@@ -211,7 +211,7 @@ def test_overrides_apply_last(repo_root):
 
 
 def test_yaml_exponent_without_dot_is_a_float(tmp_path, params_text):
-    text = params_text.replace("lr: 1.0e-4, adam_beta1", "lr: 1e-4, adam_beta1").replace(
+    text = params_text.replace("lr: 1.0e-4, adam_beta1", "lr: 1e-4, adam_beta1", 1).replace(
         "kl_weight: 1.0e-6", "kl_weight: 1e-6")
     assert text.count("1e-4") == 1 and "kl_weight: 1e-6" in text
     raw = yaml.safe_load(text)

@@ -13,6 +13,8 @@ import json
 from .. import quiet_hub_progress
 from .common import device, image_text_source, model_source, write_json
 from .spine import base_model, clip, evaluate_clip, fig6, sft_sharpening
+from .inference import fig5, nfe_sweep
+from .rewards import evaluate_base, feedback, rewards
 
 quiet_hub_progress()
 
@@ -22,6 +24,11 @@ STAGES = {
     "sft_sharpening": sft_sharpening,
     "evaluate": evaluate_clip,
     "fig6": fig6,
+    "feedback": feedback,
+    "rewards": rewards,
+    "evaluate_base": evaluate_base,
+    "nfe_sweep": nfe_sweep,
+    "fig5": fig5,
     # new stages register here, one line each
 }
 
