@@ -37,8 +37,11 @@ class VAETraining:
         self.vae = prepared["vae"]
 
     def fingerprint(self) -> dict:
+        # diffusers' private config keys (`_use_default_values` lists a set, in hash order) would make the
+        # fingerprint differ between processes, and a finished VAE would be retrained instead of reused
+        config = {k: v for k, v in getattr(self.vae, "module", self.vae).config.items() if not k.startswith("_")}
         return {"method": self.name, "data": self.data.name, "n": len(self.data), "batch_size": self.batch_size,
-                "kl_weight": self.kl_weight, "config": dict(getattr(self.vae, "module", self.vae).config)}
+                "kl_weight": self.kl_weight, "config": config}
 
     def loss(self, step: int, gen: torch.Generator):
         dev = next(self.vae.parameters()).device

@@ -138,3 +138,25 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path):
           show_progress=False)
     lrs = [float(r["lr"]) for r in rows(tmp_path / "r.csv")]
     assert lrs[0] < 0.4 and lrs == sorted(lrs, reverse=True) and lrs[-1] == 0.0
+
+
+def test_fingerprints_are_the_same_in_every_process():
+    """A finished run is reused only if its fingerprint is reproducible: diffusers configs carry a set in hash
+    order (`_use_default_values`), which once made the base model's VAE retrain in every new process."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from replication.models import TinyArch, build_vae\n"
+        "from replication.methods.common import ImageTextSource\n"
+        "from replication.pretrain import VAETraining\n"
+        "from replication.config import TrainParams\n"
+        "from replication.train import _fingerprint\n"
+        "import numpy as np\n"
+        "vae = build_vae(TinyArch(vae_channels=(8, 16, 16)))\n"
+        "src = ImageTextSource(np.zeros((2, 32, 32, 3), np.uint8), ['a', 'b'], 'x')\n"
+        "print(_fingerprint(VAETraining(vae, src, 2, 1e-6), TrainParams()))\n")
+    out = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+    assert len(out) == 1, out

@@ -1,0 +1,108 @@
+"""Cost of one optimiser step of every fine-tuning method, beside SFT Diffusion-Sharpening.
+
+    python benchmarks/bench_methods.py [--profile tiny] [--steps 4] [--warmup 1] [--methods ddpo,d3po]
+
+Each method is built by its stage's builder (`replication.stages.finetune.BUILDERS`, and the SFT sharpening
+stage's), so it is exactly what `dvc repro` trains: the params.yaml settings of the profile, the pipeline's
+models (models/base and the reward models; run `make repro` first), the stage's batch size. A timed step is
+`loss` (which draws its own batch), backward and an AdamW step, as in the training loop, without the loop's
+checkpointing and logging. DDPO and D3PO sample a new round every `updates_per_sample` steps, so their steps
+are timed over whole rounds and reported as the mean.
+
+Printed per method: UNet rows (NFEs) per optimiser step, from the model's own counter, split into the rows
+with and without gradients where the method reports them; seconds per step; both as ratios to SFT
+sharpening measured in the same run. Results go to benchmarks/results/methods_step.json.
+Benchmarks are not tests: the ratios carry over between machines, the seconds do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+os.environ.setdefault("REPLICATION_ROOT", str(HERE.parent))
+
+from replication import config, paths, quiet_hub_progress  # noqa: E402
+from replication.stages.finetune import BUILDERS  # noqa: E402
+from replication.stages.spine import build_sft_sharpening  # noqa: E402
+from replication.train import step_generator  # noqa: E402
+
+ALL = {"sft_sharpening": build_sft_sharpening, **BUILDERS}
+
+
+def time_method(name: str, method, steps: int, warmup: int) -> dict:
+    params = [p for m in method.modules().values() for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-6)
+    period = getattr(getattr(method, "spec", None), "updates_per_sample", 1)
+    total = -(-(warmup + steps) // period) * period  # whole rounds
+    seconds, nfes = [], []
+    for step in range(1, total + 1):
+        t0 = time.perf_counter()
+        loss, metrics = method.loss(step, step_generator(0, step))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        if step > warmup:
+            seconds.append(dt)
+            nfes.append(float(metrics["nfe"]))
+    return {"method": name, "batch_size": method.batch_size, "steps_timed": len(seconds),
+            "seconds_per_step_mean": statistics.fmean(seconds), "seconds_per_step_median": statistics.median(seconds),
+            "nfe_per_step": statistics.fmean(nfes), "nfe_per_sample": statistics.fmean(nfes) / method.batch_size}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--profile", default="tiny")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--methods", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
+    a = ap.parse_args(argv)
+    quiet_hub_progress()
+    names = [m.strip() for m in a.methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in ALL]
+    if unknown:
+        print(f"error: unknown method(s) {unknown}; choose from {', '.join(ALL)}", file=sys.stderr)
+        return 2
+    if "sft_sharpening" not in names:
+        names.insert(0, "sft_sharpening")  # the baseline of every ratio
+    if not (paths.models() / "base" / "model_index.json").exists():
+        print("error: models/base is missing; run `make repro` first (the benchmark times the pipeline's models)",
+              file=sys.stderr)
+        return 2
+    p = config.load(profile=a.profile)
+    torch.manual_seed(0)
+    rows = []
+    for name in names:
+        method = ALL[name](p)
+        rows.append(time_method(name, method, a.steps, a.warmup))
+        del method
+    ref = rows[0]
+    print(f"{'method':<18} {'batch':>5} {'NFE/step':>9} {'x SFT-DS':>8} {'s/step':>8} {'x SFT-DS':>8}")
+    for r in rows:
+        r["nfe_ratio_to_sft_sharpening"] = r["nfe_per_step"] / ref["nfe_per_step"]
+        r["time_ratio_to_sft_sharpening"] = r["seconds_per_step_median"] / ref["seconds_per_step_median"]
+        print(f"{r['method']:<18} {r['batch_size']:>5} {r['nfe_per_step']:>9.0f} {r['nfe_ratio_to_sft_sharpening']:>8.2f} "
+              f"{r['seconds_per_step_median']:>8.3f} {r['time_ratio_to_sft_sharpening']:>8.2f}")
+    out = HERE / "results" / "methods_step.json"
+    out.parent.mkdir(exist_ok=True)
+    machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    out.write_text(json.dumps({"benchmark": "one optimiser step per fine-tuning method", "profile": a.profile,
+                               "steps": a.steps, "warmup": a.warmup, "machine": machine, "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
