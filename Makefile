@@ -29,6 +29,7 @@ repro: setup data
 	$(PY) -m replication.config set-profile $(PROFILE)
 	$(PY) -m replication.config check
 	dvc repro
+	@if [ "$(PROFILE)" = tiny ]; then $(PY) -m replication.report readme; fi
 
 test: setup data
 	$(PY) -m pytest -q
@@ -38,6 +39,7 @@ lab: setup data
 
 bench: setup data
 	$(PY) benchmarks/bench_sharpening_step.py
+	$(PY) benchmarks/bench_methods.py
 
 clean:
 	rm -rf .checkpoints .cache executed

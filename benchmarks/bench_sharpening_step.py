@@ -51,7 +51,7 @@ os.environ.setdefault("REPLICATION_ROOT", str(HERE.parent))
 
 from PIL import Image  # noqa: E402
 
-from replication import diffusion, paths, quiet_hub_progress  # noqa: E402
+from replication import paths, quiet_hub_progress  # noqa: E402
 from replication.methods import sharpening as sharpening_mod  # noqa: E402
 from replication.methods.common import ImageTextSource  # noqa: E402
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec  # noqa: E402

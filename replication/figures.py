@@ -61,7 +61,8 @@ def read_log(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]}
 
 
-def reward_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = None):
+def reward_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = None,
+                 ylabel: str = "training reward (CLIP, 100 x cos)"):
     """Fig. 6: training reward mean +/- std (over the trajectories of each step) against steps."""
     use_style()
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
@@ -73,10 +74,28 @@ def reward_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None =
         ax.plot(log["step"], mean, color=COLORS[key], lw=1.4, label=label)
         ax.fill_between(log["step"], mean - std, mean + std, color=COLORS[key], alpha=0.2, lw=0)
     ax.set_xlabel("training step")
-    ax.set_ylabel("training reward (CLIP, 100 x cos)")
+    ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
     ax.legend(loc="lower right", frameon=False)
+    return fig
+
+
+def loss_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = None, key: str = "loss"):
+    """Training loss against steps (moving average, raw values faint), one line per run (Fig. 4's panels)."""
+    use_style()
+    fig, ax = plt.subplots(figsize=(4.2, 2.8))
+    palette = [COLORS["sft"], COLORS["standard"], COLORS["rlhf"], COLORS["other"], COLORS["base"]]
+    for i, (label, path) in enumerate(runs.items()):
+        log = read_log(path)
+        c = COLORS["rlhf" if "rlhf" in label.lower() else "sft"] if "sharpening" in label.lower() else palette[1 + i % 4]
+        ax.plot(log["step"], log[key], color=c, lw=0.5, alpha=0.25)
+        ax.plot(log["step"], moving_average(log[key], smoothing), color=c, lw=1.4, label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"training {key.replace('_', ' ')}")
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="upper right", frameon=False)
     return fig
 
 

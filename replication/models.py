@@ -13,7 +13,6 @@ sharpening, the baselines and evaluation run the same code at both scales.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

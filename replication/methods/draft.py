@@ -39,9 +39,11 @@ class BackpropSpec:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.objective not in ("linear", "hinge"):
             raise ValueError(f"objective must be 'linear' or 'hinge', got {self.objective!r}")
-        if not 1 <= self.k <= self.sample_steps or not 1 <= self.stop_range <= self.sample_steps:
-            raise ValueError(f"need 1 <= k <= sample_steps and 1 <= stop_range <= sample_steps "
-                             f"(k={self.k}, stop_range={self.stop_range}, sample_steps={self.sample_steps})")
+        if self.mode == "draft" and not 1 <= self.k <= self.sample_steps:
+            raise ValueError(f"draft needs 1 <= k <= sample_steps (k={self.k}, sample_steps={self.sample_steps})")
+        if self.mode == "refl" and not 1 <= self.stop_range <= self.sample_steps:
+            raise ValueError(f"refl needs 1 <= stop_range <= sample_steps (stop_range={self.stop_range}, "
+                             f"sample_steps={self.sample_steps})")
 
 
 def backprop_images(model: T2IModel, prompts: list[str], spec: BackpropSpec, gen: torch.Generator) -> torch.Tensor:

@@ -77,6 +77,7 @@ class Exploration:
     traj: diffusion.Trajectory
     step_rewards: torch.Tensor  # (m, B*n), NaN where a step does not exist
     scores: torch.Tensor  # (B, n) trajectory scores (sum or mean over steps)
+    x0: torch.Tensor  # (B, C, H, W) the clean latents that were re-noised
 
     def metrics(self) -> dict[str, float]:
         per_traj = self.step_rewards.nanmean(0).view_as(self.scores)  # mean step reward of each trajectory
@@ -120,7 +121,7 @@ def explore(model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec:
     total = step_r.nansum(0)
     if spec.aggregate == "mean":
         total = total / traj.valid.sum(0).clamp_min(1)
-    return Exploration(t, eps, x_t, cond, traj, step_r, total.view(b, n))
+    return Exploration(t, eps, x_t, cond, traj, step_r, total.view(b, n), x0)
 
 
 class SFTSharpening(UNetMethod):
@@ -221,31 +222,40 @@ class RLHFSharpening(UNetMethod):
                          lora=lora, reference=True)
         self.reward, self.prompts, self.spec, self.rlhf = reward, prompts, spec, rlhf
 
-    def loss(self, step: int, gen: torch.Generator):
+    @torch.no_grad()
+    def select(self, gen: torch.Generator) -> Exploration:
+        """Steps 1-2: generate x0 with the current model (as it samples at evaluation), re-noise it n times,
+        roll out and score the trajectories; the pair is the best and the worst of each prompt."""
         model, spec, rl = self.model, self.spec, self.rlhf
-        mark = self.nfe_mark()
         prompts = self.prompts.batch(self.batch_size, gen)
-        b, dev, sched = len(prompts), self.device, model.scheduler
-        s = diffusion.stride(sched, spec.infer_steps)
-        with torch.no_grad():  # 1. generate x0 with the current model, as it samples at evaluation
-            noise = torch.randn((b, *model.latent_shape), generator=gen).to(dev, model.dtype)
-            x0 = diffusion.sample(model.denoiser(model.encode_prompts(prompts), rl.gen_guidance), sched,
-                                  noise * sched.init_noise_sigma, rl.gen_steps)
-        ex = explore(model, self.reward, x0, prompts, spec, gen)  # 2. re-noise, n trajectories, m steps, scores
+        noise = torch.randn((len(prompts), *model.latent_shape), generator=gen).to(self.device, model.dtype)
+        x0 = diffusion.sample(model.denoiser(model.encode_prompts(prompts), rl.gen_guidance), model.scheduler,
+                              noise * model.scheduler.init_noise_sigma, rl.gen_steps)
+        return explore(model, self.reward, x0, prompts, spec, gen)
+
+    def pair_loss(self, ex: Exploration):
+        """Step 3: best (w) and worst (l) again with gradients through the unrolled steps, the frozen
+        reference on the same inputs, and the chosen loss variant (`rlhf_loss`). Returns (loss, z, margin)."""
+        model, spec, rl, sched = self.model, self.spec, self.rlhf, self.model.scheduler
+        b, dev = ex.scores.shape[0], self.device
         rows = torch.arange(b, device=dev) * spec.n
-        w = rows + ex.scores.argmax(1).to(dev)
-        lo = rows + ex.scores.argmin(1).to(dev)
-        pick = torch.cat([w, lo])
-        # 3. best and worst again, with gradients through the unrolled steps; the reference on the same inputs
-        traj = diffusion.rollout(model.denoiser(ex.cond[pick]), sched, ex.x_t[pick], ex.t[pick], spec.m, s)
-        target = diffusion.target_for(sched, torch.cat([x0, x0]), ex.eps[pick], ex.t[pick])
-        mse = (traj.out.float() - target.float()[None]).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
+        pick = torch.cat([rows + ex.scores.argmax(1).to(dev), rows + ex.scores.argmin(1).to(dev)])
+        traj = diffusion.rollout(model.denoiser(ex.cond[pick]), sched, ex.x_t[pick], ex.t[pick], spec.m,
+                                 diffusion.stride(sched, spec.infer_steps))
+        target = diffusion.target_for(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], ex.t[pick]).float()
+        mse = (traj.out.float() - target[None]).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
         k = 1 if rl.loss == "official" else spec.m
         ref_fn = self.ref_denoiser(Cond.cat([ex.cond[pick]] * k))  # the first k steps in one batched call
         ref_out = ref_fn(traj.x[:k].detach().flatten(0, 1), traj.t[:k].flatten()).view(k, *traj.out.shape[1:])
-        ref_mse = (ref_out.float() - target.float()[None]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
+        ref_mse = (ref_out.float() - target[None]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
         margin = rl.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
         loss, z = rlhf_loss(rl.loss, mse[:, :b], mse[:, b:], ref_mse[:, :b], ref_mse[:, b:], traj.valid[:, :b],
                             traj.valid[:, b:], margin, rl.beta)
+        return loss, z, margin
+
+    def loss(self, step: int, gen: torch.Generator):
+        mark = self.nfe_mark()
+        ex = self.select(gen)
+        loss, z, margin = self.pair_loss(ex)
         return loss, {**ex.metrics(), "reward_margin": margin.mean().item(), "dpo_logit": z.mean().item(),
                       "nfe": self.nfe_since(mark)}

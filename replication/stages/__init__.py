@@ -2,7 +2,9 @@
 calls the real code in the package, and writes the stage's outputs.
 
 Stages are grouped by concern, one module each (spine: base model, CLIP, SFT sharpening, evaluation,
-Fig. 6). `python -m replication.stages <stage>` runs one without a notebook, e.g. on several GPUs:
+Fig. 6; rewards: judged feedback, learned rewards, the base model's metrics; finetune: the fine-tuning
+baselines and RLHF sharpening; inference: the NFE sweep and Fig. 5). This registry is not a DVC dependency
+of the stages: it holds no logic, and registering a stage must not rerun the others. `python -m replication.stages <stage>` runs one without a notebook, e.g. on several GPUs:
 `accelerate launch -m replication.stages sft_sharpening --profile sdxl`.
 """
 
@@ -15,6 +17,8 @@ from .common import device, image_text_source, model_source, write_json
 from .spine import base_model, clip, evaluate_clip, fig6, sft_sharpening
 from .inference import fig5, nfe_sweep
 from .rewards import evaluate_base, feedback, rewards
+from .finetune import (FINETUNE_STAGES, d3po, ddpo, diffusion_dpo, draft, iterpo, rlhf_sharpening,
+                       standard_finetune)
 
 quiet_hub_progress()
 
@@ -29,6 +33,7 @@ STAGES = {
     "evaluate_base": evaluate_base,
     "nfe_sweep": nfe_sweep,
     "fig5": fig5,
+    **FINETUNE_STAGES,  # standard_finetune, rlhf_sharpening, diffusion_dpo, ddpo, d3po, iterpo, draft
     # new stages register here, one line each
 }
 
@@ -47,5 +52,5 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["STAGES", "main", "device", "image_text_source", "model_source", "write_json", "base_model", "clip",
-           "sft_sharpening", "evaluate_clip", "fig6"]
+__all__ = ["STAGES", "main", "device", "image_text_source", "model_source", "write_json",
+           *(fn.__name__ for fn in STAGES.values())]

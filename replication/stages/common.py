@@ -32,3 +32,23 @@ def image_text_source(name: str, resolution: int):
         ds = data.load_image_set(name)
         return ImageTextSource(ds.images, ds.captions, name)
     return HFImageTextSource(data.load_hf_image_text(name), resolution, name=name)
+
+
+def load_model(sec):
+    """The starting pipeline of a section (its `model` and `revision`) and its fingerprint entry: the weights'
+    digest for a folder, hub id@revision otherwise (a retrained base model retrains what starts from it)."""
+    from ..models import T2IModel
+    from ..train import file_digest
+
+    src = model_source(sec.model)
+    model = T2IModel.from_pretrained(src, device=device(), revision=sec.revision)
+    return model, {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{sec.revision}"}
+
+
+def reward_fingerprint(spec: str) -> dict:
+    """A reward spec and the digests of the model folders behind it (retraining a reward retrains the method)."""
+    from ..rewards import REGISTRY, parse_weights
+    from ..train import file_digest
+
+    return {"reward": spec, "reward_models": {name: file_digest(paths.resolve(REGISTRY[name][1]))
+                                              for name, _ in parse_weights(spec) if name in REGISTRY}}

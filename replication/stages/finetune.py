@@ -22,28 +22,13 @@ from ..methods.draft import BackpropSpec, RewardBackprop
 from ..methods.iterpo import IterPO
 from ..methods.sharpening import RLHFSharpening, RLHFSpec, SharpeningSpec
 from ..methods.standard import StandardFinetune
-from ..models import T2IModel
-from ..rewards import REGISTRY as REWARD_REGISTRY
 from ..rewards import load_reward, parse_weights
 from ..train import file_digest, train
 from ..world.rater import Rater
-from .common import device, image_text_source, model_source
+from .common import device, image_text_source, load_model, reward_fingerprint
 
 
 # ----------------------------------------------------------------------------- shared plumbing
-def load_model(sec) -> tuple[T2IModel, dict]:
-    """The starting pipeline of a section and its fingerprint entry (weights digest or hub id@revision)."""
-    src = model_source(sec.model)
-    model = T2IModel.from_pretrained(src, device=device(), revision=sec.revision)
-    return model, {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{sec.revision}"}
-
-
-def reward_fingerprint(spec: str) -> dict:
-    """A reward spec and the digests of the model folders behind it (retraining a reward retrains the method)."""
-    return {"reward": spec, "reward_models": {name: file_digest(paths.resolve(REWARD_REGISTRY[name][1]))
-                                              for name, _ in parse_weights(spec) if name in REWARD_REGISTRY}}
-
-
 def prompt_source(name: str) -> PromptSource:
     """A tiny-world prompt set by name, or a text file with one prompt per line (paper scale)."""
     if name in data.PROMPT_SEEDS:
@@ -77,64 +62,57 @@ def run(name: str, method, sec, show_progress: bool) -> dict:
     return {**fit, **log_summary(log)}
 
 
-# ----------------------------------------------------------------------------- one stage per method
-def standard_finetune(p: Params, show_progress: bool = True) -> dict:
-    """Stage standard_finetune: epsilon-MSE fine-tuning on the SFT sharpening data (Fig. 4's baseline)."""
+# ----------------------------------------------------------------------------- one builder per method
+# build_<stage>(p) makes the method exactly as its stage trains it (benchmarks/bench_methods.py times these).
+def build_standard_finetune(p: Params):
     s = p.standard_finetune
     model, fp = load_model(s)
-    method = StandardFinetune(model, image_text_source(s.dataset, model.image_size), s.train.batch_size,
-                              fingerprint={**fp, "dataset": s.dataset}, lora=lora_spec(s))
-    return run("standard_finetune", method, s, show_progress)
+    return StandardFinetune(model, image_text_source(s.dataset, model.image_size), s.train.batch_size,
+                            fingerprint={**fp, "dataset": s.dataset}, lora=lora_spec(s))
 
 
-def rlhf_sharpening(p: Params, show_progress: bool = True) -> dict:
-    """Stage rlhf_sharpening: RLHF Diffusion-Sharpening (Algorithm 2) on prompts only."""
+def build_rlhf_sharpening(p: Params):
     s = p.rlhf_sharpening
     model, fp = load_model(s)
     spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
                           ode_steps=s.ode_steps)
     rl = RLHFSpec(loss=s.loss, beta=s.beta, margin_scale=s.margin_scale, gen_steps=s.gen_steps,
                   gen_guidance=s.gen_guidance)
-    method = RLHFSharpening(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
-                            spec, rl, lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward),
-                                                                     "prompts": s.prompts})
-    return run("rlhf_sharpening", method, s, show_progress)
+    return RLHFSharpening(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
+                          spec, rl, lora=lora_spec(s),
+                          fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
 
 
-def diffusion_dpo(p: Params, show_progress: bool = True) -> dict:
-    """Stage diffusion_dpo: Diffusion-DPO on the Pick-a-Pic-like judged pairs."""
+def build_diffusion_dpo(p: Params):
     s = p.diffusion_dpo
     model, fp = load_model(s)
     pairs_path = paths.resolve(s.pairs)
+    if not pairs_path.exists():
+        raise FileNotFoundError(f"diffusion_dpo.pairs: {pairs_path} is missing; run `dvc repro feedback` first")
     pairs = PairSource(PreferencePairs.load(pairs_path), pairs_path.name)
-    method = DiffusionDPO(model, pairs, s.train.batch_size, s.beta, lora=lora_spec(s),
-                          fingerprint={**fp, "pairs": file_digest(pairs_path)})
-    return run("diffusion_dpo", method, s, show_progress)
+    return DiffusionDPO(model, pairs, s.train.batch_size, s.beta, lora=lora_spec(s),
+                        fingerprint={**fp, "pairs": file_digest(pairs_path)})
 
 
-def ddpo(p: Params, show_progress: bool = True) -> dict:
-    """Stage ddpo: DDPO (PPO over stochastic DDIM) with the configured reward (paper: aesthetic)."""
+def build_ddpo(p: Params):
     s = p.ddpo
     model, fp = load_model(s)
     spec = DDPOSpec(sample_steps=s.sample_steps, eta=s.eta, guidance=s.guidance, images_per_prompt=s.images_per_prompt,
                     updates_per_sample=s.updates_per_sample, clip_range=s.clip_range, adv_clip=s.adv_clip,
                     timestep_fraction=s.timestep_fraction)
-    method = DDPO(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size, spec,
-                  lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
-    return run("ddpo", method, s, show_progress)
+    return DDPO(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size, spec,
+                lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
 
 
-def d3po(p: Params, show_progress: bool = True) -> dict:
-    """Stage d3po: D3PO with online choices of the simulated rater (no reward model)."""
+def build_d3po(p: Params):
     s = p.d3po
     model, fp = load_model(s)
     spec = D3POSpec(sample_steps=s.sample_steps, eta=s.eta, guidance=s.guidance,
                     updates_per_sample=s.updates_per_sample, beta=s.beta, ratio_clip=s.ratio_clip,
                     timestep_fraction=s.timestep_fraction)
     rater = Rater(temperature=s.rater.temperature, tie_band=s.rater.tie_band, rating_noise=s.rater.rating_noise)
-    method = D3PO(model, prompt_source(s.prompts), s.train.batch_size, spec, rater=rater, lora=lora_spec(s),
-                  fingerprint={**fp, "prompts": s.prompts})
-    return run("d3po", method, s, show_progress)
+    return D3PO(model, prompt_source(s.prompts), s.train.batch_size, spec, rater=rater, lora=lora_spec(s),
+                fingerprint={**fp, "prompts": s.prompts})
 
 
 def backprop_spec(s) -> BackpropSpec:
@@ -142,24 +120,61 @@ def backprop_spec(s) -> BackpropSpec:
                         objective=s.objective, margin=s.margin, reward_scale=s.reward_scale)
 
 
-def iterpo(p: Params, show_progress: bool = True) -> dict:
-    """Stage iterpo: IterComp's feedback learning (ReFL on the compositional reward), see methods/iterpo.py."""
+def build_iterpo(p: Params):
     s = p.iterpo
     model, fp = load_model(s)
     rewards = [(load_reward(name, device()), w) for name, w in parse_weights(s.reward)]
-    method = IterPO(model, rewards, prompt_source(s.prompts), s.train.batch_size, backprop_spec(s),
-                    lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
-    return run("iterpo", method, s, show_progress)
+    return IterPO(model, rewards, prompt_source(s.prompts), s.train.batch_size, backprop_spec(s),
+                  lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+
+
+def build_draft(p: Params):
+    s = p.draft
+    model, fp = load_model(s)
+    return RewardBackprop(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
+                          backprop_spec(s), lora=lora_spec(s),
+                          fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+
+
+BUILDERS = {"standard_finetune": build_standard_finetune, "rlhf_sharpening": build_rlhf_sharpening,
+            "diffusion_dpo": build_diffusion_dpo, "ddpo": build_ddpo, "d3po": build_d3po, "iterpo": build_iterpo,
+            "draft": build_draft}
+
+
+# ----------------------------------------------------------------------------- one stage per method
+def standard_finetune(p: Params, show_progress: bool = True) -> dict:
+    """Stage standard_finetune: epsilon-MSE fine-tuning on the SFT sharpening data (Fig. 4's baseline)."""
+    return run("standard_finetune", build_standard_finetune(p), p.standard_finetune, show_progress)
+
+
+def rlhf_sharpening(p: Params, show_progress: bool = True) -> dict:
+    """Stage rlhf_sharpening: RLHF Diffusion-Sharpening (Algorithm 2) on prompts only."""
+    return run("rlhf_sharpening", build_rlhf_sharpening(p), p.rlhf_sharpening, show_progress)
+
+
+def diffusion_dpo(p: Params, show_progress: bool = True) -> dict:
+    """Stage diffusion_dpo: Diffusion-DPO on the Pick-a-Pic-like judged pairs."""
+    return run("diffusion_dpo", build_diffusion_dpo(p), p.diffusion_dpo, show_progress)
+
+
+def ddpo(p: Params, show_progress: bool = True) -> dict:
+    """Stage ddpo: DDPO (PPO over stochastic DDIM) with the configured reward (paper: aesthetic)."""
+    return run("ddpo", build_ddpo(p), p.ddpo, show_progress)
+
+
+def d3po(p: Params, show_progress: bool = True) -> dict:
+    """Stage d3po: D3PO with online choices of the simulated rater (no reward model)."""
+    return run("d3po", build_d3po(p), p.d3po, show_progress)
+
+
+def iterpo(p: Params, show_progress: bool = True) -> dict:
+    """Stage iterpo: IterComp's feedback learning (ReFL on the compositional reward), see methods/iterpo.py."""
+    return run("iterpo", build_iterpo(p), p.iterpo, show_progress)
 
 
 def draft(p: Params, show_progress: bool = True) -> dict:
     """Stage draft: DRaFT-K (or ReFL, mode: refl) with a differentiable reward; beyond the paper's table."""
-    s = p.draft
-    model, fp = load_model(s)
-    method = RewardBackprop(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
-                            backprop_spec(s), lora=lora_spec(s),
-                            fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
-    return run("draft", method, s, show_progress)
+    return run("draft", build_draft(p), p.draft, show_progress)
 
 
 FINETUNE_STAGES = {"standard_finetune": standard_finetune, "rlhf_sharpening": rlhf_sharpening,

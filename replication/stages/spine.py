@@ -10,14 +10,13 @@ import torch
 from .. import data, evaluate, figures, paths
 from ..config import Params
 from ..methods.sharpening import SFTSharpening, SharpeningSpec
-from ..models import T2IModel, build_tokenizer
+from ..models import build_tokenizer
 from ..pretrain import train_base_model
-from ..rewards import REGISTRY as REWARD_REGISTRY
-from ..rewards import load_reward, parse_weights
+from ..rewards import load_reward
 from ..rewards.base import ImagePreprocess
 from ..rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
-from ..train import file_digest, train
-from .common import device, image_text_source, model_source, write_json
+from ..train import train
+from .common import device, image_text_source, load_model, reward_fingerprint, write_json
 
 
 def base_model(p: Params, show_progress: bool = True) -> dict:
@@ -65,24 +64,21 @@ def clip(p: Params, show_progress: bool = True) -> dict:
     return out
 
 
-def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
-    """Stage sft_sharpening: SFT Diffusion-Sharpening of models/base with the configured reward."""
+def build_sft_sharpening(p: Params) -> SFTSharpening:
+    """SFT Diffusion-Sharpening of the configured model, reward and data, as the stage trains it."""
     s = p.sft_sharpening
-    dev = device()
-    src = model_source(s.model)
-    model = T2IModel.from_pretrained(src, device=dev, revision=s.revision)
-    reward = load_reward(s.reward, dev)
+    model, fp = load_model(s)
     spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
                           ode_steps=s.ode_steps)
-    fp = {"model": file_digest(src) if isinstance(src, Path) else f"{src}@{s.revision}", "reward": s.reward,
-          "reward_models": {name: file_digest(paths.resolve(REWARD_REGISTRY[name][1]))
-                            for name, _ in parse_weights(s.reward) if name in REWARD_REGISTRY},
-          "dataset": s.dataset}
-    method = SFTSharpening(model, reward, image_text_source(s.dataset, model.image_size), s.train.batch_size,
-                           spec, fingerprint=fp)
-    fit = train(method, s.train, paths.checkpoints() / "sft_sharpening", paths.train_logs() / "sft_sharpening.csv",
-                out_dir=paths.models() / "sft_sharpening", show_progress=show_progress)
-    return fit
+    return SFTSharpening(model, load_reward(s.reward, device()), image_text_source(s.dataset, model.image_size),
+                         s.train.batch_size, spec, fingerprint={**fp, **reward_fingerprint(s.reward), "dataset": s.dataset})
+
+
+def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
+    """Stage sft_sharpening: SFT Diffusion-Sharpening of models/base with the configured reward."""
+    return train(build_sft_sharpening(p), p.sft_sharpening.train, paths.checkpoints() / "sft_sharpening",
+                 paths.train_logs() / "sft_sharpening.csv", out_dir=paths.models() / "sft_sharpening",
+                 show_progress=show_progress)
 
 
 def evaluate_clip(p: Params) -> dict:
@@ -98,7 +94,13 @@ def evaluate_clip(p: Params) -> dict:
 
 
 def fig6(p: Params) -> list[Path]:
-    """Stage fig6: training reward mean +/- std against steps, from the training logs only."""
-    fig = figures.reward_curve({"SFT Diffusion-Sharpening": paths.train_logs() / "sft_sharpening.csv"},
-                               smoothing=p.figures.smoothing)
+    """Stage fig6: training reward mean +/- std against steps, SFT and RLHF sharpening, from the training logs only."""
+    runs = {"SFT Diffusion-Sharpening": paths.train_logs() / "sft_sharpening.csv",
+            "RLHF Diffusion-Sharpening": paths.train_logs() / "rlhf_sharpening.csv"}
+    missing = [str(v) for v in runs.values() if not v.exists()]
+    if missing:
+        raise FileNotFoundError(f"fig6 needs the training logs {missing}: run `dvc repro sft_sharpening rlhf_sharpening`")
+    rewards = {p.sft_sharpening.reward, p.rlhf_sharpening.reward}
+    label = "CLIP, 100 x cos" if rewards == {"clip"} else " / ".join(sorted(rewards))
+    fig = figures.reward_curve(runs, smoothing=p.figures.smoothing, ylabel=f"training reward ({label})")
     return figures.save(fig, "fig6_reward_curve", dpi=p.figures.dpi)
