@@ -165,6 +165,34 @@ def differentiable(reward):
     return checked
 
 
+# ----------------------------------------------------------------------------- rounds of on-policy samples
+class SampledRounds:
+    """Mixin of methods that sample a round with the current model and reuse it for `spec.updates_per_sample`
+    optimiser steps (DDPO, D3PO). The subclass provides `_sample(gen) -> dict` (with an "order" permutation of
+    the round's rows) and sets `self.group`. The round's samples are method state: the training loop
+    checkpoints `state_dict()`, so a run killed mid-round resumes exactly."""
+
+    _round: int = -1
+    _buf: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"round": self._round, "buffer": self._buf}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._round, buf = state["round"], state["buffer"]
+        self._buf = None if buf is None else {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in buf.items()}
+
+    def round_rows(self, step: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
+        """The current round's samples (sampled now at a round's first step) and this step's share of its rows."""
+        rnd, j = divmod(step - 1, self.spec.updates_per_sample)
+        if self._round != rnd:
+            if j:
+                raise RuntimeError(f"{self.name}: step {step} is inside round {rnd} but its samples are missing; "
+                                   f"resume from a checkpoint written by the training loop (it stores them)")
+            self._buf, self._round = self._sample(gen), rnd
+        return self._buf, self._buf["order"][j * self.batch_size:(j + 1) * self.batch_size]
+
+
 # ----------------------------------------------------------------------------- the method base
 class UNetMethod:
     """Base of methods that fine-tune the UNet of a T2IModel: all of its weights, or LoRA adapters on

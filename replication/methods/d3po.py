@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .. import diffusion
 from ..models import T2IModel
 from ..world.rater import Rater
-from .common import LoraSpec, PromptSource, UNetMethod
+from .common import LoraSpec, PromptSource, SampledRounds, UNetMethod
 from .ddpo import pick_timesteps
 
 
@@ -55,7 +55,7 @@ def d3po_loss(lp_w: torch.Tensor, lp_l: torch.Tensor, ref_w: torch.Tensor, ref_l
     return -F.logsigmoid(beta * log_r_w - beta * log_r_l).mean()
 
 
-class D3PO(UNetMethod):
+class D3PO(SampledRounds, UNetMethod):
     name = "d3po"
 
     def __init__(self, model: T2IModel, prompts: PromptSource, batch_size: int, spec: D3POSpec,
@@ -65,15 +65,6 @@ class D3PO(UNetMethod):
                          lora=lora, reference=True)
         self.prompts, self.spec = prompts, spec
         self.group = batch_size * spec.updates_per_sample
-        self._round, self._buf = -1, None
-
-    def state_dict(self) -> dict:
-        return {"round": self._round, "buffer": self._buf}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._round = state["round"]
-        buf = state["buffer"]
-        self._buf = None if buf is None else {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in buf.items()}
 
     @torch.no_grad()
     def _sample(self, gen: torch.Generator) -> dict:
@@ -92,14 +83,8 @@ class D3PO(UNetMethod):
     def loss(self, step: int, gen: torch.Generator):
         model, spec = self.model, self.spec
         mark = self.nfe_mark()
-        rnd, j = divmod(step - 1, spec.updates_per_sample)
-        if self._round != rnd:
-            if j:
-                raise RuntimeError(f"d3po: step {step} is inside round {rnd} but its samples are missing; resume "
-                                   f"from a checkpoint written by the training loop (it stores them)")
-            self._buf, self._round = self._sample(gen), rnd
-        buf, g = self._buf, self.group
-        idx = buf["order"][j * self.batch_size:(j + 1) * self.batch_size]
+        buf, idx = self.round_rows(step, gen)
+        g = self.group
         win = idx + g * (~buf["a_wins"][idx]).long()  # row of the preferred image of each pair
         lose = idx + g * buf["a_wins"][idx].long()
         rows = torch.cat([win, lose])

@@ -28,7 +28,7 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import LoraSpec, PromptSource, UNetMethod
+from .common import LoraSpec, PromptSource, SampledRounds, UNetMethod
 
 
 @dataclass
@@ -72,7 +72,7 @@ def pick_timesteps(b: int, steps: int, fraction: float, gen: torch.Generator) ->
     return torch.rand((b, steps), generator=gen).argsort(1)[:, :n]
 
 
-class DDPO(UNetMethod):
+class DDPO(SampledRounds, UNetMethod):
     name = "ddpo"
 
     def __init__(self, model: T2IModel, reward, prompts: PromptSource, batch_size: int, spec: DDPOSpec,
@@ -83,16 +83,6 @@ class DDPO(UNetMethod):
                              f"multiple of images_per_prompt = {spec.images_per_prompt}")
         super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
         self.reward, self.prompts, self.spec = reward, prompts, spec
-        self._round, self._buf = -1, None
-
-    # -- the round's samples are state: checkpointed and restored by the training loop
-    def state_dict(self) -> dict:
-        return {"round": self._round, "buffer": self._buf}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._round = state["round"]
-        self._buf = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in (state["buffer"] or {}).items()} \
-            if state["buffer"] is not None else None
 
     @torch.no_grad()
     def _sample(self, gen: torch.Generator) -> dict:
@@ -110,14 +100,7 @@ class DDPO(UNetMethod):
     def loss(self, step: int, gen: torch.Generator):
         model, spec = self.model, self.spec
         mark = self.nfe_mark()
-        rnd, j = divmod(step - 1, spec.updates_per_sample)
-        if self._round != rnd:
-            if j:
-                raise RuntimeError(f"ddpo: step {step} is inside round {rnd} but its samples are missing; resume "
-                                   f"from a checkpoint written by the training loop (it stores them)")
-            self._buf, self._round = self._sample(gen), rnd
-        buf = self._buf
-        idx = buf["order"][j * self.batch_size:(j + 1) * self.batch_size]
+        buf, idx = self.round_rows(step, gen)
         steps = len(buf["timesteps"])
         ts = pick_timesteps(len(idx), steps, spec.timestep_fraction, gen).to(self.device)  # (b, n)
         col = idx[:, None].expand_as(ts)

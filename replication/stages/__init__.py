@@ -17,8 +17,8 @@ from .common import device, image_text_source, model_source, write_json
 from .spine import base_model, clip, evaluate_clip, fig6, sft_sharpening
 from .inference import fig5, nfe_sweep
 from .rewards import evaluate_base, feedback, rewards
-from .finetune import (FINETUNE_STAGES, d3po, ddpo, diffusion_dpo, draft, iterpo, rlhf_sharpening,
-                       standard_finetune)
+from .finetune import (FINETUNE_STAGES, d3po, ddpo, diffusion_dpo, draft, iterpo,  # noqa: F401 (re-exported)
+                       rlhf_sharpening, standard_finetune)
 
 quiet_hub_progress()
 
