@@ -34,7 +34,7 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
 
     monkeypatch.setenv("REPLICATION_ROOT", str(scratch_repo))
     stages = yaml.safe_load((scratch_repo / "dvc.yaml").read_text())["stages"]
-    notebooks = [s["cmd"].split()[1] for s in stages.values()]
+    notebooks = sorted(s["cmd"].split()[1] for s in stages.values())  # numbered in pipeline order (static test)
     assert len(notebooks) == len(list((scratch_repo / "notebooks").glob("*.ipynb")))
     (scratch_repo / "executed").mkdir(exist_ok=True)
     for nb in notebooks:
@@ -64,5 +64,11 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
 
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(str(scratch_repo / "models" / "sft_sharpening"))
-    assert isinstance(pipe, StableDiffusionPipeline)
+    for name in ("sft_sharpening", "standard_finetune", "rlhf_sharpening", "diffusion_dpo", "ddpo", "d3po", "iterpo",
+                 "draft"):
+        pipe = DiffusionPipeline.from_pretrained(str(scratch_repo / "models" / name))
+        assert isinstance(pipe, StableDiffusionPipeline), name
+        log = (scratch_repo / "results" / "train" / f"{name}.csv").read_text().splitlines()
+        assert "nfe" in log[0].split(","), name
+    sweep = json.loads((scratch_repo / "results" / "nfe_sweep.json").read_text())
+    assert set(sweep["sharpened"]) == {"sft_sharpening", "rlhf_sharpening"}

@@ -149,6 +149,17 @@ def stage_notebooks() -> list[str]:
     return [CMD.match(st["cmd"])["nb"] + ".ipynb" for st in STAGES.values()]
 
 
+def test_notebook_numbers_follow_the_pipeline_order():
+    """A stage's notebook is numbered after the notebooks of the stages whose outputs it reads."""
+    number = {name: CMD.match(st["cmd"])["nb"] for name, st in STAGES.items()}
+    producer = {path: name for name, st in STAGES.items() for path, _ in outputs(st)}
+    for name, st in STAGES.items():
+        for dep in st.get("deps", []):
+            up = producer.get(dep)
+            if up is not None:
+                assert number[up] < number[name], f"{name} ({number[name]}) reads {dep} of {up} ({number[up]})"
+
+
 def test_each_notebook_used_by_exactly_one_stage():
     used = stage_notebooks()
     for nb in NOTEBOOKS:
