@@ -186,6 +186,9 @@ class PreferenceModelParams:
     shard: int = 0  # which half of the feedback pool and of the renders it learns from
     quality_head: bool = True
     trainable_vision_layers: int = 0  # 0: the vision tower stays frozen (its embeddings are computed once)
+    # rescale the CLIP's contrastive temperature to the Bradley-Terry optimum on the image-side training pairs
+    # before fine-tuning (rewards.preference.calibrate_temperature); it is several times too sharp for a noisy judge
+    calibrate_temperature: bool = True
     train: TrainParams = field(default_factory=lambda: TrainParams(steps=100, batch_size=64, lr=1e-4,
                                                                    weight_decay=0.01, checkpoint_every=100))
 
@@ -203,7 +206,8 @@ class AestheticModelParams:
 
 @dataclass
 class RewardsParams:
-    compositional: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(quality_head=False))
+    compositional: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(
+        quality_head=False, calibrate_temperature=False))
     image_reward: PreferenceModelParams = field(default_factory=PreferenceModelParams)
     image_reward_evaluator: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(
         init="models/clip_evaluator", shard=1, train=TrainParams(steps=100, batch_size=64, lr=1e-4, weight_decay=0.01,
@@ -212,7 +216,7 @@ class RewardsParams:
     aesthetic_evaluator: AestheticModelParams = field(default_factory=lambda: AestheticModelParams(
         clip="models/clip_evaluator", shard=1, train=TrainParams(steps=600, batch_size=256, lr=3e-3,
                                                                  checkpoint_every=600, seed=1)))
-    renders: int = 600  # rendered training images per side, passed through the base model's VAE
+    renders: int = 2400  # rendered training images per side, passed through the base model's VAE
     corruptions_per_image: int = 2  # text-side comparisons per image
     heldout_scenes: int = 200  # scenes with held-out compositions for the compositional accuracy
     seed: int = 0

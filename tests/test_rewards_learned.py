@@ -65,6 +65,54 @@ def test_corruptions_change_one_detail_and_parse_back():
             assert parse_prompt(spec_text(bad)) == bad
 
 
+def test_training_corruptions_never_state_heldout_compositions():
+    """Training negatives must not state held-out compositions: otherwise those appear in training only as the
+    worse item, and a model learns to reject them (held-out accuracy fell below the CLIP's)."""
+    rng = np.random.default_rng(0)
+    s = Sampler(np.random.default_rng(2))
+    specs = [sample_captioned(s, style, heldout=False)[2] for style in ("color", "complex", "texture", "spatial")
+             for _ in range(60)]
+    free = [pairs.corrupt(sp, rng) for sp in specs]
+    assert any(b is not None and b.heldout for b in free), "unrestricted corruptions do state held-out compositions"
+    kept = [pairs.corrupt(sp, rng, allow_heldout=False) for sp in specs]
+    assert all(b is None or not b.heldout for b in kept)
+    assert sum(b is not None for b in kept) > 0.9 * len(specs)
+    items = [sample_captioned(s, "complex", heldout=False) for _ in range(20)]
+    comps = pairs.text_side(render_batch([i[0] for i in items]), [i[2] for i in items], rng, 2, allow_heldout=False,
+                            kinds=["relation"])
+    assert len(comps) > 0 and not any(parse_prompt(t).heldout for t in comps.texts)
+    assert all(parse_prompt(comps.texts[w]).phrases == parse_prompt(comps.texts[l]).phrases
+               for (_, w), (_, l) in zip(comps.win, comps.lose)), "kinds=['relation'] changes relations only"
+
+
+def test_temperature_calibration_fits_a_noisy_judge(clip_dir, single_objects):
+    from replication.rewards.preference import bt_loss, calibrate_temperature, item_scores
+
+    images, specs = single_objects
+    # a noisy judge between two renders of one prompt: the own render usually wins
+    rng = np.random.default_rng(0)
+    n = 120
+    other = rng.permutation(n)
+    texts = [spec_text(sp) for sp in specs[:n]]
+    pool = np.concatenate([images[:n], images[other]])
+    flip = rng.random(n) < 0.3
+    a, b = np.arange(n), n + np.arange(n)
+    win, lose = np.where(flip, b, a), np.where(flip, a, b)
+    comps = pairs.Comparisons(pool, texts, np.stack([win, np.arange(n)], 1), np.stack([lose, np.arange(n)], 1),
+                              np.zeros(n, np.int8))
+    reward = build_clip_preference(clip_dir, "image_reward", quality_head=True)
+    w0, l0 = item_scores(reward, comps)
+    cal = calibrate_temperature(reward, comps)
+    w1, l1 = item_scores(reward, comps)
+    assert cal["calibrated_on"] == n and cal["bt_loss_after"] <= cal["bt_loss_before"] + 1e-9
+    assert bt_loss(w1 - l1) == pytest.approx(cal["bt_loss_after"], abs=1e-3)
+    assert ((w1 > l1) == (w0 > l0)).all(), "a temperature never changes the order"
+    assert cal["temperature"] == pytest.approx(float(reward.model.log_scale.exp()), rel=1e-3)
+    method = PairwiseTraining(reward, comps, 16, 0, images[:8], texts[:8], calibrate=True)
+    assert method.calibration is not None and method.fingerprint()["calibrate"] is True
+    assert PairwiseTraining(reward, comps, 16, 0, images[:8], texts[:8]).fingerprint()["calibrate"] is False
+
+
 def test_text_side_labels_come_from_the_parser(single_objects):
     images, specs = single_objects
     comps = pairs.text_side(images[:40], specs[:40], np.random.default_rng(0), per_image=2)

@@ -88,14 +88,28 @@ def _stated(p: Phrase) -> list[str]:
 _VALUES = {"color": vocab.COLORS, "texture": vocab.TEXTURES, "size": vocab.SIZES, "shape": vocab.SHAPES}
 
 
-def corrupt(spec: Spec, rng: np.random.Generator, kinds: Sequence[str] = CORRUPTIONS) -> Spec | None:
+def corrupt(spec: Spec, rng: np.random.Generator, kinds: Sequence[str] = CORRUPTIONS,
+            allow_heldout: bool = True) -> Spec | None:
     """A prompt differing from `spec` in one compositional detail, or None if no corruption applies.
+
+    `allow_heldout=False` (training data) never returns a prompt stating a held-out composition (up to 16
+    draws; None if every draw does): otherwise those compositions appear in training only inside the
+    worse item of a comparison, and a model learns "held-out composition = wrong", the opposite of what the
+    held-out split tests.
 
     attribute: one stated colour/texture/size or a shape replaced by another value;
     binding: one attribute exchanged between two phrases that state different values (the classic
     attribute-binding error); relation: left<->right, above<->below, bigger<->smaller, or a
     'the same color as' relation made a spatial one; count: a stated number changed.
     """
+    for _ in range(1 if allow_heldout else 16):
+        out = _corrupt_once(spec, rng, kinds)
+        if out is None or allow_heldout or not out.heldout:
+            return out
+    return None
+
+
+def _corrupt_once(spec: Spec, rng: np.random.Generator, kinds: Sequence[str]) -> Spec | None:
     options = []
     for kind in kinds:
         if kind == "attribute":
@@ -160,10 +174,14 @@ def alignment_of(dets: list, specs: Sequence[Spec]) -> np.ndarray:
 
 
 def text_side(images: np.ndarray, specs: Sequence, rng: np.random.Generator, per_image: int = 1,
-              dets: list | None = None, rater=None, gen: torch.Generator | None = None) -> Comparisons:
+              dets: list | None = None, rater=None, gen: torch.Generator | None = None,
+              allow_heldout: bool = True, kinds: Sequence[str] = CORRUPTIONS) -> Comparisons:
     """Each image with its prompt against the same image with `per_image` corrupted prompts. The judge is the
     parser (the item whose prompt has more satisfied claims wins; equal counts are dropped) or, with `rater`,
-    the simulated rater's noisy choice between the two items' utilities (ties dropped; `gen` seeds it)."""
+    the simulated rater's noisy choice between the two items' utilities (ties dropped; `gen` seeds it).
+
+    `kinds` restricts the corruptions (`corrupt`); training data passes `allow_heldout=False`, so that no
+    corrupted prompt states a held-out composition (see `corrupt`), while held-out tests keep the default."""
     from ..world.parser import detect
 
     specs = [_as_spec(s) for s in specs]
@@ -172,7 +190,7 @@ def text_side(images: np.ndarray, specs: Sequence, rng: np.random.Generator, per
     rows, bad_specs = [], []
     for i, spec in enumerate(specs):
         for _ in range(per_image):
-            bad = corrupt(spec, rng)
+            bad = corrupt(spec, rng, kinds, allow_heldout=allow_heldout)
             if bad is not None:
                 rows.append((i, spec_text(spec, **(style := phrase_style(rng))), spec_text(bad, **style)))
                 bad_specs.append(bad)

@@ -203,18 +203,25 @@ def _train_compositional(r, halves, side_images, side_dets, renders, rng, dev, b
     s = cp.shard
     pool = halves[s]
     images, prompts = _pool_items(pool)
-    text = pairs.text_side(side_images[s], renders[s][1] + prompts, rng, r.corruptions_per_image, dets=side_dets[s])
+    # no corrupted prompt states a held-out composition (else those appear only as the worse item and the model
+    # learns to reject them: held-out accuracy fell below the CLIP's)
+    text = pairs.text_side(side_images[s], renders[s][1] + prompts, rng, r.corruptions_per_image, dets=side_dets[s],
+                           allow_heldout=False)
     align = judge(images, prompts).alignment.numpy()
     choice = np.sign(align[pool.pairs[:, 0]] - align[pool.pairs[:, 1]]).astype(np.int8)
     comps = pairs.Comparisons.concat([text, pairs.image_side(images, pool.group, pool.prompts, pool.pairs, choice)])
     reward = build_clip_preference(cp.init, "compositional", cp.quality_head, dev, seed=cp.train.seed)
     method = PairwiseTraining(reward, comps, cp.train.batch_size, cp.trainable_vision_layers, images, prompts,
                               name="compositional", fingerprint={"init": file_digest(paths.resolve(cp.init))},
-                              extra_config={"role": "compositional (IterComp)", "judge": "scene parser"})
+                              extra_config={"role": "compositional (IterComp)", "judge": "scene parser"},
+                              calibrate=cp.calibrate_temperature)
     fit = _train(method, cp.train, "compositional", show_progress)
+    if method.calibration:
+        fit["calibration"] = method.calibration
 
-    # held out: compositions no training image shows (renders and their VAE reconstructions), and the
-    # other half of the pool's image pairs (parser-judged)
+    # held out: compositions no training image shows (renders and their VAE reconstructions), the training
+    # compositions on the other side's reconstructed renders (other images and prompts), and the other half of
+    # the pool's image pairs (parser-judged)
     ho_img, ho_specs = _heldout_scenes(r.heldout_scenes, r.seed)
     ho_all = np.concatenate([ho_img, reconstruct(base, ho_img)])
     heldout = pairs.text_side(ho_all, list(ho_specs) * 2, np.random.default_rng([r.seed, 5]), 1)
@@ -223,11 +230,16 @@ def _train_compositional(r, halves, side_images, side_dets, renders, rng, dev, b
     o_align = judge(o_img, o_prompts).alignment.numpy()
     o_choice = np.sign(o_align[other.pairs[:, 0]] - o_align[other.pairs[:, 1]]).astype(np.int8)
     img_side = pairs.image_side(o_img, other.group, other.prompts, other.pairs, o_choice)
+    n_id = min(len(renders[1 - s][1]), r.heldout_scenes * 4)
+    seen = pairs.text_side(side_images[1 - s][:n_id], renders[1 - s][1][:n_id], np.random.default_rng([r.seed, 6]), 1,
+                           dets=side_dets[1 - s][:n_id], allow_heldout=False)
     trained = load_preference(paths.models() / "compositional", dev)
     clip = CLIPScore.load(cp.init, dev)
     return {"train": fit, "comparisons": comps.counts(),
             "heldout_compositions": {"model": pairwise_accuracy(trained, heldout),
                                      "clip_reward_baseline": pairwise_accuracy(clip, heldout)},
+            "heldout_renders": {"model": pairwise_accuracy(trained, seen),
+                                "clip_reward_baseline": pairwise_accuracy(clip, seen)},
             "heldout_pool_pairs": {"model": pairwise_accuracy(trained, img_side),
                                    "clip_reward_baseline": pairwise_accuracy(clip, img_side)}}
 
@@ -244,7 +256,7 @@ def _train_image_reward(name, cp, r, halves, side_images, side_dets, renders, ra
     gen = torch.Generator().manual_seed(int(cp.train.seed) * 7 + 3)
     chosen = pairs.image_side(images, pool.group, pool.prompts, pool.pairs, pool.choice)
     text = pairs.text_side(side_images[s], renders[s][1] + prompts, rng, r.corruptions_per_image, dets=side_dets[s],
-                           rater=rater, gen=gen)
+                           rater=rater, gen=gen, allow_heldout=False)
     comps = pairs.Comparisons.concat([chosen, text])
     reward = build_clip_preference(cp.init, "image_reward", cp.quality_head, dev, seed=cp.train.seed)
     other = halves[1 - s]
@@ -252,8 +264,11 @@ def _train_image_reward(name, cp, r, halves, side_images, side_dets, renders, ra
     before = pairwise_accuracy(reward, heldout)
     method = PairwiseTraining(reward, comps, cp.train.batch_size, cp.trainable_vision_layers, images, prompts,
                               name=name, fingerprint={"init": file_digest(paths.resolve(cp.init)), "shard": s},
-                              extra_config={"role": "image_reward (ImageReward)", "judge": "simulated rater"})
+                              extra_config={"role": "image_reward (ImageReward)", "judge": "simulated rater"},
+                              calibrate=cp.calibrate_temperature)
     fit = _train(method, cp.train, name, show_progress)
+    if method.calibration:
+        fit["calibration"] = method.calibration
     trained = load_preference(paths.models() / name, dev)
     o_view = judge(other.images, [other.prompts[g] for g in other.group]).utility.numpy()
     return {"train": fit, "comparisons": comps.counts(), "shard": s,
