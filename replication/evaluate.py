@@ -279,7 +279,7 @@ def evaluate_pipeline(model_dir: Path, prompts: str = "table1", columns: Sequenc
     with MetricSuite.load(columns, device, sources) as suite:
         per_image = suite.score(images, rows)
     paper = any(k in (sources or {}) for k in PAPER_SCALE_KEYS)
-    return {"pipeline": str(model_dir), "prompts": prompts, "n_prompts": len(rows), "seed": seed,
+    return {"pipeline": paths.display(model_dir), "prompts": prompts, "n_prompts": len(rows), "seed": seed,
             "per_category": per_category, "nfe_per_image": nfe,
             "generation": {"num_steps": g.num_steps, "guidance_scale": g.guidance_scale},
             "columns": summarise_columns(per_image, confidence, n_boot, seed),

@@ -54,3 +54,13 @@ def resolve(p: str | os.PathLike) -> Path:
     """A path from params.yaml: absolute as is, relative to the repository root otherwise."""
     p = Path(p)
     return p if p.is_absolute() else root() / p
+
+
+def display(p: str | os.PathLike) -> str:
+    """A path as result files record it: relative to the repository root when inside it (results are committed
+    and must not depend on where the repository was cloned), else as given."""
+    p = Path(p)
+    try:
+        return p.resolve().relative_to(root()).as_posix()
+    except ValueError:
+        return str(p)
