@@ -45,8 +45,13 @@ def eval_table(res: dict) -> pd.DataFrame:
 
 
 def training_curve(run: str, p: Params):
-    """The reward curve of one training run, inline (the paper figure is made by the figure stage)."""
-    return figures.reward_curve({run: paths.train_logs() / f"{run}.csv"}, smoothing=p.figures.smoothing)
+    """The reward curve of one training run (its loss if it logs no reward), inline; paper figures are made by
+    the figure stages."""
+    log = paths.train_logs() / f"{run}.csv"
+    if "reward_mean" in figures.read_log(log):
+        reward = getattr(getattr(p, run, None), "reward", None) or "the rater's utility"
+        return figures.reward_curve({run: log}, smoothing=p.figures.smoothing, ylabel=f"training reward ({reward})")
+    return figures.loss_curve({run: log}, smoothing=p.figures.smoothing)
 
 
 def sample_figure(p: Params, model_dir: str, n: int = 16, prompt_set: str = "drawbench"):
@@ -120,3 +125,212 @@ def nfe_table(res: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame
     for name, r in res["sharpened"].items():
         rows[r["label"]] = row(r)
     return pd.DataFrame(rows).T
+
+
+# ----------------------------------------------------------------------------- README results block
+# The README's results section is rendered from the committed result files by `python -m replication.report readme`
+# (`make repro` runs it after the tiny profile), and tests/test_readme.py checks that it is current: every number in
+# it is one the pipeline produced. The paper's numbers next to ours are copied from the paper (PAPER.md, section 4).
+PAPER_SDXL = {"clip": 0.322, "color": 0.6369, "shape": 0.5408, "texture": 0.5637, "spatial": 0.2032,
+              "non_spatial": 0.3110, "complex": 0.4091, "aesthetic": 5.531, "image_reward": 0.780, "mllm": 0.780}
+BEGIN, END = "<!-- results:begin (python -m replication.report readme) -->", "<!-- results:end -->"
+
+
+def _md(df: pd.DataFrame) -> str:
+    cols = [str(c) for c in df.columns]
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for idx, row in df.iterrows():
+        cells = ["" if v is None or (isinstance(v, float) and v != v) else
+                 (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row.tolist()]
+        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _load(name: str) -> dict | None:
+    import json
+
+    path = paths.results() / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _ci_md(v: dict, digits: int = 3) -> str:
+    return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
+
+
+def readme_block() -> str:
+    """Markdown of every headline result file (results/*.json, results/train/*.csv)."""
+    out = []
+    base = _load("base_model_report.json")
+    if base:
+        df = base_model_table(base)
+        out += ["**Base model** (`base_model`): exact scene-parser score of its images (50 DDIM steps, CFG 5) per "
+                "CompBench-like category, on compositions seen in training and held out, against chance "
+                f"(a random image of the world). Ceilings: renders {base['ceiling']['renders']}, renders through "
+                f"the VAE {base['ceiling']['vae_reconstructions']}.", "", _md(df.round(3)), ""]
+    clip = _load("clip_report.json")
+    if clip:
+        out += ["**CLIP reward and evaluator** (`clip`): held-out top-1 retrieval among 100 candidates.", "",
+                _md(clip_table(clip).drop(columns=["train pairs"], errors="ignore").round(3)), ""]
+    rew = _load("rewards_report.json")
+    if rew:
+        out += ["**Learned rewards** (`rewards`): held-out pairwise accuracy of each preference model and of the "
+                "CLIP it starts from (the noise ceiling: how often the rater's noiseless utility agrees with its own "
+                "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.", "",
+                _md(reward_summary(rew)), ""]
+    bm = _load("base_model.json")
+    if bm:
+        rows = {c: {"tiny world (ours)": _ci_md(v), "SDXL (paper)": PAPER_SDXL.get(c, ""),
+                    "evaluated by": bm["evaluators"].get(c, "")} for c, v in bm["columns"].items()}
+        out += ["**Table 1, base-model row** (`evaluate_base`): every column with a 95% bootstrap CI, next to the "
+                "paper's SDXL row. Scales differ by construction (our CLIP is a tiny model; aesthetic is the "
+                "rater's 1-10 scale; ImageReward is z-scored on base-model images); compare orderings, not values.",
+                "", _md(pd.DataFrame(rows).T), ""]
+    ev = _load("eval_clip.json")
+    if ev:
+        out += ["**SFT Diffusion-Sharpening vs the base model** (`evaluate`): CLIP score (evaluator CLIP, cosine) on "
+                "the 200 DrawBench-like prompts, paired difference with a 95% CI.", "", _md(eval_table(ev)), ""]
+    sweep = _load("nfe_sweep.json")
+    if sweep:
+        out += [f"**Fig. 5** (`nfe_sweep`): CLIP score against NFE per image on {sweep['settings']['n_prompts']} "
+                f"DrawBench-like prompts (base cost {sweep['settings']['base_cost']} NFE: "
+                f"{sweep['settings']['num_steps']} DDIM steps x 2 for guidance).", "",
+                _md(nfe_table(sweep, ("clip",))), ""]
+    verdicts = claims()
+    if verdicts:
+        out += ["**Does the paper's claim hold here?** (each sentence is computed from the result files above)", ""]
+        out += [f"- {v}" for v in verdicts] + [""]
+    ft = training_table()
+    if ft is not None:
+        out += ["**Fine-tuning runs** (one stage each): training cost and the logged training reward (first and "
+                "last 10% of the steps; each method's own reward, so rows are not comparable with each other).", "",
+                _md(ft), ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _diff_verdict(d: dict) -> str:
+    if d["ci_low"] > 0:
+        return "better"
+    if d["ci_high"] < 0:
+        return "worse"
+    return "not distinguishable"
+
+
+def claims() -> list[str]:
+    """One sentence per built paper claim, with the numbers behind it and whether it holds in the tiny world."""
+    import csv
+
+    out = []
+    logs = {label: paths.train_logs() / f"{run}.csv" for run, label in (("sft_sharpening", "SFT-DS"),
+                                                                         ("rlhf_sharpening", "RLHF-DS"))}
+    parts = []
+    for label, path in logs.items():
+        if not path.exists():
+            continue
+        with path.open() as f:
+            log = list(csv.DictReader(f))
+        k = max(1, len(log) // 10)
+        m0, m1 = (sum(float(r["reward_mean"]) for r in rows) / k for rows in (log[:k], log[-k:]))
+        s0, s1 = (sum(float(r["reward_std"]) for r in rows) / k for rows in (log[:k], log[-k:]))
+        holds = m1 > m0 and s1 < s0
+        parts.append(f"{label}: mean {m0:.1f} -> {m1:.1f}, std {s0:.1f} -> {s1:.1f} over {len(log)} steps "
+                     f"({'holds' if holds else 'does not hold'})")
+    if parts:
+        out.append("Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
+                   "steps): " + "; ".join(parts) + ".")
+    ev = _load("eval_clip.json")
+    if ev and "sft_sharpening" in ev.get("vs_base", {}):
+        d = ev["vs_base"]["sft_sharpening"]
+        out.append(f"Table 1, 'SFT-DS beats the base model on CLIP score': SFT-DS - base = {_ci_md(d)} on "
+                   f"{d['n']} prompts: {_diff_verdict(d)} (the paper: 0.334 vs 0.322).")
+    sweep = _load("nfe_sweep.json")
+    if sweep and sweep.get("methods"):
+        best = max(((q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"]) for m in sweep["methods"].values()
+                    for q in m["points"]), key=lambda x: x[0])
+        rising = [m["label"] for m in sweep["methods"].values()
+                  if m["points"][-1]["columns"]["clip"]["mean"] > m["points"][0]["columns"]["clip"]["mean"]]
+        out.append(f"Fig. 5, 'inference-time methods buy CLIP score with NFEs': it rises from the base cost to the "
+                   f"largest budget for {len(rising)} of {len(sweep['methods'])} methods; the best is "
+                   f"{best[1]} at {best[2]:.0f} NFE with {best[0]:.3f} (base model {sweep['base']['columns']['clip']['mean']:.3f}).")
+        for name, r in sweep.get("sharpened", {}).items():
+            v, d = r["columns"]["clip"], r["vs_base"]["clip"]
+            above = v["mean"] > best[0]
+            out.append(f"Fig. 5, '{r['label']} at the base cost ({r['nfe_per_image']:.0f} NFE) is above the "
+                       f"inference-time methods': {v['mean']:.3f}, {'above' if above else 'below'} the best of them "
+                       f"({'holds' if above else 'does not hold'}); against the base model {_diff_verdict(d)} "
+                       f"({_ci_md(d)}).")
+    base = _load("base_model_report.json")
+    if base:
+        cats = base["categories"]
+        above = [c for c, v in cats.items() if v["all"] > v["chance"]]
+        out.append(f"Base model, 'clearly better than chance and clearly imperfect on composition': above chance on "
+                   f"{len(above)} of {len(cats)} categories, overall parser score {base['overall']['score']:.3f} "
+                   f"(chance {base['overall']['chance']:.3f}, renders 1.0), exact on "
+                   f"{base['overall']['exact_share']:.0%} of prompts.")
+    return out
+
+
+def reward_summary(rew: dict) -> pd.DataFrame:
+    """One row per held-out test of a learned reward: the model, its starting point, the ceiling."""
+    rows = {}
+    for name, r in rew.items():
+        if "source" in r:
+            rows[name] = {"test": "released checkpoint", "model": r["source"]}
+            continue
+        for test, res in r.items():
+            if not (isinstance(res, dict) and test.startswith("heldout")):
+                continue
+            if "vs_noiseless_rating" in res:
+                v = res["vs_noiseless_rating"]
+                rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "n": v["n"]}
+                continue
+            start = next(k for k in res if k not in ("model", "noise_ceiling"))
+            rows[f"{name}: {test}"] = {"test": test, "model": res["model"]["accuracy"],
+                                       "starting CLIP": res[start]["accuracy"],
+                                       "noise ceiling": res.get("noise_ceiling"), "n": res["model"]["n"]}
+    return pd.DataFrame(rows).T.reindex(columns=["test", "model", "starting CLIP", "noise ceiling", "n"])
+
+
+def training_table() -> pd.DataFrame | None:
+    """Per fine-tuning run: steps, training NFEs, and the training reward at the start and at the end."""
+    import csv
+
+    runs = ["sft_sharpening", "rlhf_sharpening", "standard_finetune", "diffusion_dpo", "ddpo", "d3po", "iterpo",
+            "draft"]
+    rows = {}
+    for name in runs:
+        path = paths.train_logs() / f"{name}.csv"
+        if not path.exists():
+            continue
+        with path.open() as f:
+            log = list(csv.DictReader(f))
+        k = max(1, len(log) // 10)
+        row = {"steps": len(log), "train NFE / step": round(sum(float(r["nfe"]) for r in log) / len(log)),
+               "final loss (last 10%)": round(sum(float(r["loss"]) for r in log[-k:]) / k, 4)}
+        if "reward_mean" in log[0]:
+            row["reward, first 10%"] = round(sum(float(r["reward_mean"]) for r in log[:k]) / k, 3)
+            row["reward, last 10%"] = round(sum(float(r["reward_mean"]) for r in log[-k:]) / k, 3)
+        rows[name] = row
+    return pd.DataFrame(rows).T if rows else None
+
+
+def update_readme(path=None) -> bool:
+    """Rewrite the README's results block; True if it changed."""
+    path = path or paths.root() / "README.md"
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path}: no results block (the lines {BEGIN!r} and {END!r})")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{BEGIN}\n{readme_block()}{END}{tail}"
+    if new != text:
+        path.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["readme"]:
+        print("usage: python -m replication.report readme   (rewrite README.md's results block from results/)")
+        raise SystemExit(2)
+    print("README.md: results block " + ("updated" if update_readme() else "already current"))
