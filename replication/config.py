@@ -121,6 +121,14 @@ class ClipParams:
 
 
 @dataclass
+class LoraParams:
+    """LoRA on the UNet attention projections (peft); rank 0 = full fine-tuning. Saved merged."""
+
+    rank: int = 0
+    alpha: float = 0.0  # 0: alpha = rank
+
+
+@dataclass
 class SharpeningParams:
     model: str = "models/base"
     revision: str | None = None
@@ -132,6 +140,7 @@ class SharpeningParams:
     aggregate: Literal["sum", "mean"] = "sum"  # trajectory score: paper Eq. 8 sums, the code averages
     x0: Literal["tweedie", "ode"] = "tweedie"
     ode_steps: int = 4
+    lora: LoraParams = field(default_factory=LoraParams)
     train: TrainParams = field(default_factory=lambda: TrainParams(
         steps=200, batch_size=8, lr=1e-4, adam_beta1=0.0, adam_beta2=0.99, checkpoint_every=50))
 
@@ -253,14 +262,6 @@ class MetricsParams:
 
 
 # ----------------------------------------------------------------------------- fine-tuning methods (Table 1)
-@dataclass
-class LoraParams:
-    """LoRA on the UNet attention projections (peft); rank 0 = full fine-tuning. Saved merged."""
-
-    rank: int = 0
-    alpha: float = 0.0  # 0: alpha = rank
-
-
 def _ft_train(**kw) -> TrainParams:
     base = dict(steps=100, batch_size=8, lr=1e-4, adam_beta1=0.9, adam_beta2=0.999, checkpoint_every=25)
     return TrainParams(**{**base, **kw})

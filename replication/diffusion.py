@@ -14,6 +14,7 @@ a vector of timesteps and equals ``DDIMScheduler.step`` when all entries are equ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -239,9 +240,6 @@ def sample(eps_fn: EpsFn, scheduler, latents: torch.Tensor, num_steps: int, eta:
 # DDPO and D3PO treat DDIM sampling with eta > 0 as a policy: each step x_t -> x_prev is a Gaussian
 # N(mean_theta(x_t, t), std_t^2 I) whose mean comes from the network (ddim_step's `mean`) and whose
 # std_t = eta * sqrt(variance_t) is fixed by the schedule.
-import math  # noqa: E402  (this section was appended; the module's imports above are shared)
-
-
 def ddim_log_prob(step: Step, x_prev: torch.Tensor) -> torch.Tensor:
     """Per-sample log N(x_prev; step.mean, step.std^2 I), averaged over latent elements (DDPO's
     convention: a mean, not a sum, so the scale does not depend on the latent size)."""

@@ -24,7 +24,7 @@ import torch
 from . import data, paths, stats
 from .config import GenerationParams
 from .models import T2IModel
-from .train import file_digest
+from .train import file_digest, source_digest
 from .world import Spec
 from .world import parser as scene_parser
 
@@ -45,7 +45,7 @@ def generate_cached(model_dir: Path, prompts: Sequence[str], seeds: Sequence[int
                     device="cpu", model: T2IModel | None = None) -> tuple[np.ndarray, float]:
     """(N, H, W, 3) uint8 images and the NFEs spent per image (DDIM, classifier-free guidance)."""
     settings = {"model": file_digest(model_dir), "prompts": list(prompts), "seeds": list(map(int, seeds)),
-                "num_steps": g.num_steps, "guidance_scale": g.guidance_scale}
+                "num_steps": g.num_steps, "guidance_scale": g.guidance_scale, "code": source_digest()}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
     cache = paths.cache()
     npy, meta = cache / f"{key}.npy", cache / f"{key}.json"

@@ -20,7 +20,8 @@ scheduler, method state and log restored) ends with the same weights as an unint
 A checkpoint is written to a temporary folder and renamed when complete, so a process killed while
 writing one (SIGKILL, out of memory) leaves the previous checkpoint intact. Checkpoints
 live under `.checkpoints/<run>/`, outside the stage's DVC outputs, so `dvc repro` after a crash
-resumes instead of starting over; a checkpoint made with other parameters is discarded. A
+resumes instead of starting over; a checkpoint made with other parameters or other code (`source_digest`)
+is discarded. A
 finished run keeps its result in `.checkpoints/<run>/final/` (hard-linked into `out_dir`), so a
 stage that fails after training reruns without training again.
 """
@@ -91,9 +92,40 @@ def file_digest(*files: Path) -> str:
     return h.hexdigest()
 
 
+CORE_MODULES = ("replication.train", "replication.diffusion", "replication.models")
+
+
+def source_digest(*objs) -> str:
+    """md5 over the source files that define `objs` (classes, instances or module names) and every class
+    they inherit from inside this package, plus the core modules every result depends on (the training loop,
+    the sampling math, the pipeline wrapper). It goes into every cache key and checkpoint fingerprint, so a
+    result made by older code is never reused after the code changed (DVC reruns the stage; without this the
+    stage would republish the stale result)."""
+    import importlib
+    import inspect
+
+    files: set[str] = set()
+    for name in CORE_MODULES:
+        files.add(inspect.getsourcefile(importlib.import_module(name)))
+    for obj in objs:
+        if isinstance(obj, str):
+            files.add(inspect.getsourcefile(importlib.import_module(obj)))
+            continue
+        cls = obj if isinstance(obj, type) else type(obj)
+        for c in cls.__mro__:
+            if c.__module__.split(".")[0] == "replication":
+                files.add(inspect.getsourcefile(c))
+    h = hashlib.md5()
+    for f in sorted(files):
+        h.update(Path(f).name.encode())
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
 def _fingerprint(method: Method, cfg: TrainParams) -> str:
     relevant = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "log_every")}
-    blob = json.dumps({"method": method.fingerprint(), "train": relevant}, sort_keys=True, default=str)
+    code = source_digest(method, *(r for r in (getattr(method, "reward", None),) if r is not None))
+    blob = json.dumps({"method": method.fingerprint(), "train": relevant, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -184,7 +216,7 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         if stamp.exists() and stamp.read_text().strip() != fp:
-            print(f"{method.name}: checkpoints in {run_dir} were made with other parameters; starting afresh")
+            print(f"{method.name}: checkpoints in {run_dir} were made with other parameters or code; starting afresh")
             for c in _checkpoints(run_dir) + ([final] if final.exists() else []):
                 shutil.rmtree(c)
         for partial in run_dir.glob(".partial-*"):  # a checkpoint being written when the process died

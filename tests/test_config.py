@@ -263,3 +263,35 @@ def test_cli_check(repo_root):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)
+
+
+def test_every_fine_tuning_stage_offers_lora(repo_root, monkeypatch):
+    """Each fine-tuning section has a `lora` entry, and its stage builder hands it to the method."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from replication.stages import finetune, spine
+
+    p = config.load(repo_root / "params.yaml", profile="tiny")
+    p = dataclasses.replace(p, diffusion_dpo=dataclasses.replace(p.diffusion_dpo, pairs="params.yaml"))
+    seen = []
+
+    def spy(sec):
+        seen.append(sec)
+        raise StopIteration  # stop before the method is built
+
+    for mod in (finetune, spine):
+        monkeypatch.setattr(mod, "lora_spec", spy)
+        monkeypatch.setattr(mod, "load_model", lambda sec: (SimpleNamespace(image_size=32), {}))
+        monkeypatch.setattr(mod, "load_reward", lambda *a, **k: None)
+        monkeypatch.setattr(mod, "image_text_source", lambda *a, **k: None)
+    monkeypatch.setattr(finetune, "prompt_source", lambda *a, **k: None)
+    monkeypatch.setattr(finetune, "PairSource", lambda *a, **k: None)
+    monkeypatch.setattr(finetune, "PreferencePairs", SimpleNamespace(load=lambda path: None))
+    builders = {"sft_sharpening": spine.build_sft_sharpening, **finetune.BUILDERS}
+    for name, build in builders.items():
+        sec = getattr(p, name)
+        assert sec.lora.rank == 0, name  # full fine-tuning by default, as the paper
+        with pytest.raises(StopIteration):
+            build(p)
+        assert seen and seen[-1] is sec, f"{name}: its builder does not pass {name}.lora to the method"

@@ -401,3 +401,38 @@ def test_nfe_counter_unit():
     assert c.per_image(3) == 3.0 and c.per_image(0) == 9.0
     c.reset()
     assert (c.calls, c.evals, c.by_tag) == (0, 0, {})
+
+
+# ----------------------------------------------------------------------------- stochastic DDIM log-probabilities
+def test_ddim_log_prob_is_the_gaussian_density_per_element():
+    sched = make_scheduler()
+    x, out = rand(3, 4, 8, 8, seed=1), rand(3, 4, 8, 8, seed=2)
+    t = torch.tensor([801, 401, 41])
+    step = D.ddim_step(sched, out, t, x, t - 40, eta=1.0, noise=torch.zeros_like(x))
+    x_prev = rand(3, 4, 8, 8, seed=3)
+    std = step.std.view(-1, 1, 1, 1).expand_as(x_prev)
+    want = torch.distributions.Normal(step.mean, std).log_prob(x_prev).flatten(1).mean(1)
+    torch.testing.assert_close(D.ddim_log_prob(step, x_prev), want)
+    with pytest.raises(ValueError, match="eta > 0"):
+        D.ddim_log_prob(D.ddim_step(sched, out, t, x, t - 40, eta=0.0), x_prev)
+
+
+def test_recorded_log_probs_equal_recomputed_ones_on_policy():
+    """DDPO's importance ratio is exactly 1 before the first update: the sampler's recorded log-probabilities
+    equal step_log_prob recomputed on the recorded transitions in one batched call."""
+    sched = make_scheduler()
+    w = rand(4, 4, 1, 1, seed=5) * 0.1
+
+    def eps_fn(x, t):
+        return torch.einsum("oc,bchw->bohw", w[..., 0, 0], x) + (t.float() / 1000).view(-1, 1, 1, 1)
+
+    gen = torch.Generator().manual_seed(0)
+    tr = D.sample_with_log_probs(eps_fn, sched, rand(2, 4, 8, 8, seed=6), num_steps=5, eta=1.0, generator=gen)
+    steps = len(tr.timesteps)
+    assert tr.latents.shape[0] == steps + 1 and tr.log_probs.shape == (steps, 2)
+    again = D.step_log_prob(eps_fn, sched, tr.latents[:-1].flatten(0, 1), tr.timesteps.repeat_interleave(2),
+                            tr.latents[1:].flatten(0, 1), D.stride(sched, 5), eta=1.0).view(steps, 2)
+    torch.testing.assert_close(again, tr.log_probs, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(D.step_log_prob(lambda x, t: eps_fn(x, t) + 0.3, sched, tr.latents[:-1].flatten(0, 1),
+                                              tr.timesteps.repeat_interleave(2), tr.latents[1:].flatten(0, 1),
+                                              D.stride(sched, 5), eta=1.0).view(steps, 2), tr.log_probs)

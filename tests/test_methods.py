@@ -273,6 +273,23 @@ def probe(name: str, method, start: T2IModel, pairs_data: PreferencePairs) -> fl
 METHODS = ["standard", "sft_sharpening", "rlhf_sharpening", "diffusion_dpo", "ddpo", "d3po", "draft", "iterpo"]
 
 
+def test_standard_finetune_loss_is_the_epsilon_mse_of_its_draws(micro_sd, source):
+    """The diffusers example's objective: one timestep and noise per pair, MSE to the noise, batch mean."""
+    method = StandardFinetune(micro_sd, source, 4)
+    with torch.no_grad():
+        loss, metrics = method.loss(1, step_generator(0, 1))
+        gen = step_generator(0, 1)  # the same draws, in the method's order: batch, latents, t, noise
+        images, captions = source.batch(4, gen, "cpu")
+        x0 = micro_sd.encode(images, gen)
+        t = torch.randint(0, 1000, (4,), generator=gen)
+        eps = torch.randn(x0.shape, generator=gen)
+        a = micro_sd.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+        out = micro_sd.unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
+                            encoder_hidden_states=micro_sd.encode_prompts(captions).hidden).sample
+    torch.testing.assert_close(loss, ((out - eps) ** 2).mean(dim=(1, 2, 3)).mean())
+    assert metrics["nfe"] == 4.0  # one evaluation per pair
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_one_step_moves_the_objective_and_the_pipeline_reloads(micro_sd, source, pairs, pairs_data, name, tmp_path):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
@@ -374,3 +391,11 @@ def test_resume_inside_a_sampling_round_equals_an_uninterrupted_run(micro_sd, so
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+@pytest.mark.parametrize("name", ["ddpo", "d3po"])
+def test_sampled_rounds_refuse_gradient_accumulation(micro_sd, source, pairs, name, tmp_path):
+    """A second micro-step of one optimiser step would reuse the step's rows: refused with the fix."""
+    with pytest.raises(ValueError, match="grad_accum"):
+        train(build(name, micro_sd, source, pairs), replace(one_step(), grad_accum=2), tmp_path / "r",
+              tmp_path / "r.csv", show_progress=False)

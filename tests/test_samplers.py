@@ -80,6 +80,12 @@ def test_nfe_never_exceeds_the_budget_and_is_counted(micro_sd, name):
         assert res.nfe_per_image > BASE or budget < 2 * BASE  # the extra budget is spent
         if name in ("best_of_n", "inference_scaling"):
             assert res.nfe_per_image == (budget // BASE) * BASE
+        elif name == "demon":  # K candidates' clean estimates (x0_steps evaluations each) at each demon step
+            k, steps = s.plan(budget)
+            assert res.nfe_per_image == BASE + len(steps) * k * s.x0_steps * 2
+        elif name == "free2guide":  # n candidates at each guided step, the chosen one's evaluation reused
+            n, steps = s.plan(budget)
+            assert res.nfe_per_image == BASE + len(steps) * (n - 1) * 2
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "inference_scaling"])
@@ -182,7 +188,7 @@ def test_zero_order_neighbourhood_keeps_noise_standard_normal():
     z = ZeroOrderSearch(redness, step=0.3)
     pivot = torch.randn(20000)
     eps = torch.randn(20000)
-    y = math.sqrt(1 - z.step**2) * pivot + z.step * eps
+    y = z.neighbour(pivot, eps)
     assert abs(y.std().item() - 1) < 0.02
     assert abs(torch.corrcoef(torch.stack([y, pivot]))[0, 1].item() - math.sqrt(1 - 0.09)) < 0.02
     with pytest.raises(ValueError, match="step"):

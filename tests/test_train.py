@@ -106,6 +106,30 @@ def test_checkpoint_with_other_parameters_is_discarded(tmp_path, capsys):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_result_of_older_code_is_not_reused(tmp_path, monkeypatch, capsys):
+    """dvc repro reruns a stage whose code changed; the loop must then retrain, not republish the old result."""
+    import replication.train as tr
+
+    train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False)
+    real = tr.source_digest
+    monkeypatch.setattr(tr, "source_digest", lambda *objs: real(*objs) + "-edited")
+    again = train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out",
+                  show_progress=False)
+    assert again["seconds"] > 0.0 and "other parameters or code" in capsys.readouterr().out
+
+
+def test_source_digest_covers_the_class_hierarchy_and_the_core(tmp_path):
+    from replication.methods.best_of_n import BestOfN
+    from replication.methods.inference_scaling import ZeroOrderSearch
+    from replication.train import source_digest
+
+    core = source_digest()
+    assert len(core) == 32 and core == source_digest()
+    assert source_digest(BestOfN) != core  # its own file and inference_time.py's
+    assert source_digest(BestOfN) != source_digest(ZeroOrderSearch)
+    assert source_digest("replication.methods.best_of_n") != core
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"train\.lr"):
         train(Regression(nan_at=5), cfg(), tmp_path / "r", tmp_path / "r.csv", show_progress=False)

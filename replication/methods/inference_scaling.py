@@ -37,6 +37,10 @@ class ZeroOrderSearch(NoiseSearch):
             raise ValueError(f"inference_scaling.step must be in (0, 1], got {step}")
         self.candidates, self.step = candidates, step
 
+    def neighbour(self, pivot: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """A candidate noise near `pivot` (standard normal): sqrt(1 - step^2) * pivot + step * eps."""
+        return math.sqrt(1 - self.step**2) * pivot + self.step * eps
+
     def _search(self, model, cond, prompts, seeds, marks):
         total = max(marks)
         sigma = model.scheduler.init_noise_sigma
@@ -51,7 +55,7 @@ class ZeroOrderSearch(NoiseSearch):
             for a, b in pieces(done, end, marks, self.candidates_per_call(len(prompts))):
                 eps = torch.cat([seeded_normal(seeds, model.latent_shape, "zero-order", rnd, j - done,
                                                device=best.device, dtype=best.dtype) for j in range(a, b)])
-                noise = math.sqrt(1 - self.step**2) * centre.repeat(b - a, 1, 1, 1) + self.step * eps
+                noise = self.neighbour(centre.repeat(b - a, 1, 1, 1), eps)
                 x, s = self.generate(model, cond, prompts, noise * sigma, b - a)
                 old = score
                 best, score, pivot = self.keep_best(best, score, x, s, (pivot, noise.view_as(x)))

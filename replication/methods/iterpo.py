@@ -26,7 +26,7 @@ import torch
 
 from ..models import T2IModel
 from .common import LoraSpec, PromptSource, UNetMethod, differentiable
-from .draft import BackpropSpec, backprop_images
+from .draft import BackpropSpec, backprop_images, reward_objective
 
 
 class IterPO(UNetMethod):
@@ -48,7 +48,7 @@ class IterPO(UNetMethod):
         prompts = self.prompts.batch(self.batch_size, gen)
         images = backprop_images(self.model, prompts, spec, gen)
         scores = [(fn(images, prompts).float(), w) for fn, w in self.rewards]
-        loss = spec.reward_scale * sum(w * torch.relu(spec.margin - r).mean() for r, w in scores)
+        loss = sum(w * reward_objective(r, spec) for r, w in scores)  # one ReFL hinge per reward
         total = sum(w * r for r, w in scores)
         return loss, {"reward_mean": total.mean().item(), "reward_std": total.std(unbiased=False).item(),
                       "hinge_active": torch.stack([(r < spec.margin).float().mean() for r, _ in scores]).mean().item(),

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from .. import data, paths
-from ..methods.common import HFImageTextSource, ImageTextSource
+from ..methods.common import HFImageTextSource, ImageTextSource, LoraSpec
 
 
 def device() -> str:
@@ -32,6 +32,11 @@ def image_text_source(name: str, resolution: int):
         ds = data.load_image_set(name)
         return ImageTextSource(ds.images, ds.captions, name)
     return HFImageTextSource(data.load_hf_image_text(name), resolution, name=name)
+
+
+def lora_spec(sec) -> LoraSpec:
+    """A section's `lora` entry (rank 0: full fine-tuning)."""
+    return LoraSpec(rank=sec.lora.rank, alpha=sec.lora.alpha)
 
 
 def load_model(sec):

@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import data, paths
 from ..config import Params
 from ..feedback import PreferencePairs
-from ..methods.common import LoraSpec, PromptSource
+from ..methods.common import PromptSource
 from ..methods.d3po import D3PO, D3POSpec
 from ..methods.ddpo import DDPO, DDPOSpec
 from ..methods.dpo import DiffusionDPO, PairSource
@@ -25,7 +25,7 @@ from ..methods.standard import StandardFinetune
 from ..rewards import load_reward, parse_weights
 from ..train import file_digest, train
 from ..world.rater import Rater
-from .common import device, image_text_source, load_model, reward_fingerprint
+from .common import device, image_text_source, load_model, lora_spec, reward_fingerprint
 
 
 # ----------------------------------------------------------------------------- shared plumbing
@@ -38,10 +38,6 @@ def prompt_source(name: str) -> PromptSource:
         raise FileNotFoundError(f"prompts {name!r}: not a tiny-world prompt set ({', '.join(data.PROMPT_SEEDS)}) "
                                 f"and no such text file")
     return PromptSource([ln.strip() for ln in path.read_text().splitlines() if ln.strip()], path.name)
-
-
-def lora_spec(sec) -> LoraSpec:
-    return LoraSpec(rank=sec.lora.rank, alpha=sec.lora.alpha)
 
 
 def log_summary(log: Path) -> dict:

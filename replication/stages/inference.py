@@ -27,7 +27,7 @@ from ..methods.inference_time import LABELS, NoiseSearch, SamplerResult, Verifie
 from ..models import T2IModel
 from ..rewards import REGISTRY as REWARD_REGISTRY
 from ..rewards import load_reward, parse_weights
-from ..train import file_digest
+from ..train import file_digest, source_digest
 from .common import device, model_source, write_json
 
 SHARPENED_LABELS = {"sft_sharpening": "SFT Diffusion-Sharpening", "rlhf_sharpening": "RLHF Diffusion-Sharpening"}
@@ -86,7 +86,8 @@ def _load_run(path: Path) -> tuple[dict[int, SamplerResult], float]:
 
 def _run_cached(sampler, model, prompts, seeds, budgets, fingerprint: dict) -> tuple[dict[int, SamplerResult], float]:
     """sampler.sample_budgets, or its cached result from an earlier (interrupted) run of the same settings."""
-    path = paths.checkpoints() / "nfe_sweep" / f"{sampler.name}-{_key({**fingerprint, 'budgets': budgets})}.npz"
+    key = _key({**fingerprint, "budgets": budgets, "code": source_digest(sampler)})
+    path = paths.checkpoints() / "nfe_sweep" / f"{sampler.name}-{key}.npz"
     if path.exists():
         return _load_run(path)
     t0 = time.perf_counter()

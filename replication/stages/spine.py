@@ -16,7 +16,7 @@ from ..rewards import load_reward
 from ..rewards.base import ImagePreprocess
 from ..rewards.clip import CLIPScore, ContrastiveTraining, build_tiny_clip, retrieval_accuracy, split_pairs
 from ..train import train
-from .common import device, image_text_source, load_model, reward_fingerprint, write_json
+from .common import device, image_text_source, load_model, lora_spec, reward_fingerprint, write_json
 
 
 def base_model(p: Params, show_progress: bool = True) -> dict:
@@ -71,7 +71,8 @@ def build_sft_sharpening(p: Params) -> SFTSharpening:
     spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
                           ode_steps=s.ode_steps)
     return SFTSharpening(model, load_reward(s.reward, device()), image_text_source(s.dataset, model.image_size),
-                         s.train.batch_size, spec, fingerprint={**fp, **reward_fingerprint(s.reward), "dataset": s.dataset})
+                         s.train.batch_size, spec, fingerprint={**fp, **reward_fingerprint(s.reward), "dataset": s.dataset},
+                         lora=lora_spec(s))
 
 
 def sft_sharpening(p: Params, show_progress: bool = True) -> dict:
