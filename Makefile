@@ -29,7 +29,7 @@ repro: setup data
 	$(PY) -m replication.config set-profile $(PROFILE)
 	$(PY) -m replication.config check
 	dvc repro
-	@if [ "$(PROFILE)" = tiny ]; then $(PY) -m replication.report readme; fi
+	@if [ "$(PROFILE)" = tiny ]; then $(PY) -m replication.report compute && $(PY) -m replication.report readme; fi
 
 test: setup data
 	$(PY) -m pytest -q

@@ -148,7 +148,7 @@ class SharpeningParams:
 @dataclass
 class EvaluateParams:
     prompts: str = "drawbench"
-    systems: tuple[str, ...] = ("base", "sft_ds_clip")
+    systems: tuple[str, ...] = ("base", "sft_sharpening", "standard_finetune", "rlhf_sharpening")
     generation: GenerationParams = field(default_factory=GenerationParams)
     seed: int = 0
     confidence: float = 0.95
@@ -293,8 +293,8 @@ class RLHFSharpeningParams:
     x0: Literal["tweedie", "ode"] = "ode"
     ode_steps: int = 4
     loss: Literal["paper", "official", "dpo"] = "paper"
-    beta: float = 500.0
-    margin_scale: float = 1.0
+    beta: float = 5000.0
+    margin_scale: float = 0.1  # units of the reward margin in Eq. 11 (params.yaml explains)
     gen_steps: int = 25
     gen_guidance: float = 5.0  # 1.0 = the released code (no classifier-free guidance)
     lora: LoraParams = field(default_factory=LoraParams)

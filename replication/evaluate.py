@@ -357,11 +357,14 @@ def clip_evaluation(systems: dict[str, Path], prompt_set: str, g: GenerationPara
             "nfe_per_image": nfe,
             "by_category": {c: round(float(cos[[r.get("category", "all") == c for r in rows]].mean()), 6) for c in cats},
         }
-    base = next(iter(systems))
-    out["vs_" + base] = {name: {k: (round(v, 6) if isinstance(v, float) else v)
-                                for k, v in stats.paired_diff(per_image[name], per_image[base], confidence, n_boot,
-                                                              seed).items()}
-                         for name in systems if name != base}
+    def diff(a, b):
+        return {k: (round(v, 6) if isinstance(v, float) else v)
+                for k, v in stats.paired_diff(per_image[a], per_image[b], confidence, n_boot, seed).items()}
+
+    names = list(systems)
+    out["vs_" + names[0]] = {name: diff(name, names[0]) for name in names[1:]}
+    # every other pair too (e.g. SFT sharpening against standard fine-tuning on the same data, Table 1's claim)
+    out["paired"] = {f"{a} - {b}": diff(a, b) for i, a in enumerate(names[1:], 1) for b in names[i + 1:]}
     return out
 
 

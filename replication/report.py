@@ -40,7 +40,9 @@ def eval_table(res: dict) -> pd.DataFrame:
     rows = {}
     for name, r in res["systems"].items():
         rows[name] = {"CLIP score (95% CI)": _ci(r["clip"]), "NFE / image": r["nfe_per_image"],
-                      f"difference vs {base}": _ci(diffs[name]) if name in diffs else ""}
+                      "paired difference (95% CI)": f"{name} - {base}: {_ci(diffs[name])}" if name in diffs else ""}
+    for pair, d in res.get("paired", {}).items():
+        rows[pair] = {"CLIP score (95% CI)": "", "NFE / image": "", "paired difference (95% CI)": f"{pair}: {_ci(d)}"}
     return pd.DataFrame(rows).T
 
 
@@ -187,8 +189,9 @@ def readme_block() -> str:
                 "", _md(pd.DataFrame(rows).T), ""]
     ev = _load("eval_clip.json")
     if ev:
-        out += ["**SFT Diffusion-Sharpening vs the base model** (`evaluate`): CLIP score (evaluator CLIP, cosine) on "
-                "the 200 DrawBench-like prompts, paired difference with a 95% CI.", "", _md(eval_table(ev)), ""]
+        out += ["**Sharpened models, standard fine-tuning and the base model** (`evaluate`): CLIP score (evaluator "
+                f"CLIP, cosine) on the {ev['n_prompts']} DrawBench-like prompts, paired differences with a 95% CI.", "",
+                _md(eval_table(ev)), ""]
     sweep = _load("nfe_sweep.json")
     if sweep:
         out += [f"**Fig. 5** (`nfe_sweep`): CLIP score against NFE per image on {sweep['settings']['n_prompts']} "
@@ -199,6 +202,12 @@ def readme_block() -> str:
     if verdicts:
         out += ["**Does the paper's claim hold here?** (each sentence is computed from the result files above)", ""]
         out += [f"- {v}" for v in verdicts] + [""]
+    comp = _load("compute.json")
+    if comp:
+        m = comp["machine"]
+        out += [f"**Compute** (`results/compute.json`): wall time of each stage of the last `dvc repro` on the "
+                f"`{comp['profile']}` profile, from papermill's record, on {m['cpu_count']} CPU cores "
+                f"({m['gpu'] or 'no GPU'}, torch {m['torch']}).", "", _md(compute_table(comp)), ""]
     ft = training_table()
     if ft is not None:
         out += ["**Fine-tuning runs** (one stage each): training cost and the logged training reward (first and "
@@ -237,11 +246,18 @@ def claims() -> list[str]:
     if parts:
         out.append("Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
                    "steps): " + "; ".join(parts) + ".")
-    ev = _load("eval_clip.json")
-    if ev and "sft_sharpening" in ev.get("vs_base", {}):
-        d = ev["vs_base"]["sft_sharpening"]
-        out.append(f"Table 1, 'SFT-DS beats the base model on CLIP score': SFT-DS - base = {_ci_md(d)} on "
-                   f"{d['n']} prompts: {_diff_verdict(d)} (the paper: 0.334 vs 0.322).")
+    ev = _load("eval_clip.json") or {}
+    paper = {"sft_sharpening": ("SFT-DS", 0.334), "rlhf_sharpening": ("RLHF-DS", 0.338),
+             "standard_finetune": ("standard fine-tuning", 0.325)}
+    for name, d in ev.get("vs_base", {}).items():
+        if name in paper:
+            label, value = paper[name]
+            out.append(f"Table 1, '{label} beats the base model on CLIP score': {label} - base = {_ci_md(d)} on "
+                       f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs 0.322).")
+    d = ev.get("paired", {}).get("sft_sharpening - standard_finetune")
+    if d:
+        out.append(f"Table 1 and Fig. 4, 'SFT-DS beats standard fine-tuning on the same data': SFT-DS - standard = "
+                   f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: 0.334 vs 0.325).")
     sweep = _load("nfe_sweep.json")
     if sweep and sweep.get("methods"):
         best = max(((q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"]) for m in sweep["methods"].values()
@@ -313,6 +329,46 @@ def training_table() -> pd.DataFrame | None:
     return pd.DataFrame(rows).T if rows else None
 
 
+# ----------------------------------------------------------------------------- compute used by the last run
+def compute_report() -> dict:
+    """Seconds each stage of the last `dvc repro` took, from papermill's record in its executed notebook
+    (executed/ is a DVC output: a stage restored from the cache keeps the duration of the run that made it).
+    Written to results/compute.json by `python -m replication.report compute` (`make repro` runs it)."""
+    import json
+    import os
+    import platform
+
+    import torch
+    import yaml
+
+    root = paths.root()
+    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+    lock = yaml.safe_load((root / "dvc.lock").read_text()) if (root / "dvc.lock").exists() else {}
+    seconds, missing = {}, []
+    for name, st in stages.items():
+        nb = root / st["cmd"].split()[2]
+        if not nb.exists():
+            missing.append(name)
+            continue
+        seconds[name] = round(float(json.loads(nb.read_text())["metadata"]["papermill"]["duration"]), 1)
+    if missing:
+        raise FileNotFoundError(f"no executed notebook for stage(s) {missing}: run `dvc repro` first")
+    profiles = {st.get("params", {}).get("params.yaml", {}).get("profile") for st in lock.get("stages", {}).values()}
+    return {"profile": "/".join(sorted(str(p) for p in profiles - {None})) or None, "stages": seconds,
+            "total_seconds": round(sum(seconds.values()), 1),
+            "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                        "platform": platform.platform(), "python": platform.python_version(),
+                        "torch": torch.__version__}}
+
+
+def compute_table(comp: dict) -> pd.DataFrame:
+    rows = {name: {"minutes": round(s / 60, 1), "share": f"{s / comp['total_seconds']:.0%}"}
+            for name, s in comp["stages"].items()}
+    rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
+    return pd.DataFrame(rows).T
+
+
 def update_readme(path=None) -> bool:
     """Rewrite the README's results block; True if it changed."""
     path = path or paths.root() / "README.md"
@@ -330,7 +386,15 @@ def update_readme(path=None) -> bool:
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:] != ["readme"]:
-        print("usage: python -m replication.report readme   (rewrite README.md's results block from results/)")
+    if sys.argv[1:] == ["readme"]:
+        print("README.md: results block " + ("updated" if update_readme() else "already current"))
+    elif sys.argv[1:] == ["compute"]:
+        from .stages.common import write_json
+
+        comp = compute_report()
+        write_json(paths.results() / "compute.json", comp)
+        print(f"results/compute.json: {comp['total_seconds'] / 60:.1f} minutes over {len(comp['stages'])} stages")
+    else:
+        print("usage: python -m replication.report readme    rewrite README.md's results block from results/\n"
+              "       python -m replication.report compute   write results/compute.json from executed/ (after dvc repro)")
         raise SystemExit(2)
-    print("README.md: results block " + ("updated" if update_readme() else "already current"))

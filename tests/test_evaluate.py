@@ -89,3 +89,29 @@ def test_cli_errors_name_the_fix(micro_sd_dir, tmp_path, capsys):
     assert "unknown column" in capsys.readouterr().err
     assert evaluate.main(["--pipeline", str(tmp_path), "--out", out]) == 2
     assert "model_index.json" in capsys.readouterr().err
+
+
+def test_clip_evaluation_pairs_every_system(monkeypatch):
+    """Paired differences against the first system and between every other pair, on the same prompts and seeds."""
+    import torch
+
+    shift = {"base": 0.0, "a": 0.2, "b": 0.1}
+
+    def fake_generate(model_dir, prompts, seeds, g, device="cpu", model=None):
+        return np.full((len(prompts), 4, 4, 3), int(100 * shift[str(model_dir)]) + 50, np.uint8), 2.0 * g.num_steps
+
+    class Evaluator:
+        device = "cpu"
+
+        def cosine(self, images, prompts):
+            noise = torch.linspace(-0.05, 0.05, len(prompts))  # shared per prompt, so it cancels in pairs
+            return images.mean(dim=(1, 2, 3)) + noise
+
+    monkeypatch.setattr(evaluate, "generate_cached", fake_generate)
+    res = evaluate.clip_evaluation({k: k for k in shift}, "drawbench", GenerationParams(num_steps=3), Evaluator(),
+                                   n_boot=200, limit=40)
+    assert set(res["vs_base"]) == {"a", "b"} and set(res["paired"]) == {"a - b"}
+    d = res["paired"]["a - b"]
+    assert d["mean"] == pytest.approx(0.1 / 2.55, abs=2e-3) and d["ci_low"] == pytest.approx(d["mean"], abs=1e-6)
+    assert res["vs_base"]["a"]["mean"] > res["vs_base"]["b"]["mean"] > 0
+    assert res["systems"]["a"]["nfe_per_image"] == 6.0

@@ -53,7 +53,7 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
     base = json.loads((scratch_repo / "results" / "base_model_report.json").read_text())
     assert set(base["categories"]) >= {"color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy"}
     ev = json.loads((scratch_repo / "results" / "eval_clip.json").read_text())
-    assert set(ev["systems"]) == {"base", "sft_sharpening"}
+    assert set(ev["systems"]) == {"base", "sft_sharpening", "standard_finetune", "rlhf_sharpening"}
     for r in ev["systems"].values():
         assert -1 <= r["clip"]["ci_low"] <= r["clip"]["mean"] <= r["clip"]["ci_high"] <= 1
         assert r["nfe_per_image"] == 2 * 10  # smoke: 10 DDIM steps with classifier-free guidance

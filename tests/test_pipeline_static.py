@@ -232,3 +232,9 @@ def test_dvc_itself_accepts_the_pipeline(repo_root):
     assert r.returncode == 0, r.stderr
     assert {line.split()[0] for line in r.stdout.splitlines() if line.strip()} >= {
         "base_model", "clip", "sft_sharpening", "evaluate", "fig6"}
+
+
+def test_evaluated_systems_are_deps_of_the_evaluate_stage():
+    deps = [p for p, _ in entries(STAGES["evaluate"], "deps")]
+    for name in PARAMS["evaluate"]["systems"]:
+        assert f"models/{name}" in deps, f"evaluate.systems names {name}; models/{name} must be a dep of stage evaluate"

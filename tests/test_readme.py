@@ -31,3 +31,24 @@ def test_readme_maps_every_paper_figure_and_table(repo_root):
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
     for name in dvc:
         assert f"`{name}`" in text, f"stage {name} is not described in the README"
+
+
+def test_compute_report_reads_papermill_durations(tmp_path, monkeypatch):
+    import json
+
+    (tmp_path / "executed").mkdir()
+    stages = {"a": {"cmd": "papermill notebooks/a.ipynb executed/a.ipynb -k python3"},
+              "b": {"cmd": "papermill notebooks/b.ipynb executed/b.ipynb -k python3"}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    (tmp_path / "params.yaml").write_text("profile: tiny\n")
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {n: {"params": {"params.yaml": {"profile": "tiny"}}} for n in stages}}))
+    monkeypatch.setenv("REPLICATION_ROOT", str(tmp_path))
+    (tmp_path / "executed" / "a.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 61.04}}}))
+    with pytest.raises(FileNotFoundError, match=r"\['b'\]"):
+        report.compute_report()
+    (tmp_path / "executed" / "b.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 119.0}}}))
+    comp = report.compute_report()
+    assert comp["stages"] == {"a": 61.0, "b": 119.0} and comp["total_seconds"] == 180.0 and comp["profile"] == "tiny"
+    table = report.compute_table(comp)
+    assert table.loc["all stages", "minutes"] == 3.0 and table.loc["b", "share"] == "66%"
