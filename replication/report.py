@@ -355,6 +355,7 @@ def compute_report() -> dict:
         raise FileNotFoundError(f"no executed notebook for stage(s) {missing}: run `dvc repro` first")
     profiles = {st.get("params", {}).get("params.yaml", {}).get("profile") for st in lock.get("stages", {}).values()}
     return {"profile": "/".join(sorted(str(p) for p in profiles - {None})) or None, "stages": seconds,
+            "order": list(seconds),  # pipeline order (the JSON file sorts its keys)
             "total_seconds": round(sum(seconds.values()), 1),
             "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -363,8 +364,9 @@ def compute_report() -> dict:
 
 
 def compute_table(comp: dict) -> pd.DataFrame:
-    rows = {name: {"minutes": round(s / 60, 1), "share": f"{s / comp['total_seconds']:.0%}"}
-            for name, s in comp["stages"].items()}
+    rows = {name: {"minutes": round(comp["stages"][name] / 60, 1),
+                   "share": f"{comp['stages'][name] / comp['total_seconds']:.0%}"}
+            for name in comp.get("order", comp["stages"])}
     rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
     return pd.DataFrame(rows).T
 
