@@ -8,7 +8,8 @@ A method is an object with
     save(out_dir)       writes the final artifact (a diffusers/transformers folder)
     fingerprint()       -> dict of everything the result depends on (resuming needs a match)
 and optionally state_dict()/load_state_dict(): state beyond the modules that a resumed run needs
-(DDPO's and D3PO's samples of the current round), checkpointed with the model.
+(DDPO's and D3PO's samples of the current round), checkpointed with the model; and
+`one_batch_per_step = True` for methods whose batch is fixed by the step (gradient accumulation refused).
 
 The loop owns what every method needs and none should re-implement: accelerate (CPU here, one
 or many GPUs elsewhere, fp16/bf16), gradient accumulation, clipping, warmup, gradient
@@ -185,6 +186,10 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
         _publish_log(run_dir, log_path)
         return {"steps": cfg.steps, "done": True, "seconds": 0.0, "log": str(log_path), "final": str(final)}
 
+    if cfg.grad_accum > 1 and getattr(method, "one_batch_per_step", False):
+        raise ValueError(f"{method.name} draws one share of its sampled round per optimiser step, so "
+                         f"train.grad_accum > 1 would repeat the same samples; set train.grad_accum: 1 and raise "
+                         f"train.batch_size instead")
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
     acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,

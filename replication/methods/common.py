@@ -174,7 +174,9 @@ class SampledRounds:
 
     _round: int = -1
     _buf: dict | None = None
-    _last_step: int = 0
+    # one share of the round per optimiser step: a second micro-step (train.grad_accum > 1) would repeat its rows,
+    # so the training loop refuses gradient accumulation for these methods
+    one_batch_per_step = True
 
     def state_dict(self) -> dict:
         return {"round": self._round, "buffer": self._buf}
@@ -185,11 +187,6 @@ class SampledRounds:
 
     def round_rows(self, step: int, gen: torch.Generator) -> tuple[dict, torch.Tensor]:
         """The current round's samples (sampled now at a round's first step) and this step's share of its rows."""
-        if step == self._last_step:  # a second micro-step of one optimiser step would reuse the same rows
-            raise ValueError(f"{self.name} draws one share of its sampled round per optimiser step, so "
-                             f"train.grad_accum > 1 would repeat the same samples; set train.grad_accum: 1 and "
-                             f"raise train.batch_size (or images_per_prompt) instead")
-        self._last_step = step
         rnd, j = divmod(step - 1, self.spec.updates_per_sample)
         if self._round != rnd:
             if j:
