@@ -148,11 +148,16 @@ class SharpeningParams:
 @dataclass
 class EvaluateParams:
     prompts: str = "drawbench"
+    limit: int | None = None  # first N prompts of the set (None: all)
     systems: tuple[str, ...] = ("base", "sft_sharpening", "standard_finetune", "rlhf_sharpening")
     generation: GenerationParams = field(default_factory=GenerationParams)
     seed: int = 0
     confidence: float = 0.95
     bootstrap: int = 2000
+
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 2:
+            raise ValueError(f"limit is {self.limit}; a confidence interval needs at least 2 prompts (null: all)")
 
 
 @dataclass

@@ -295,3 +295,10 @@ def test_every_fine_tuning_stage_offers_lora(repo_root, monkeypatch):
         with pytest.raises(StopIteration):
             build(p)
         assert seen and seen[-1] is sec, f"{name}: its builder does not pass {name}.lora to the method"
+
+
+def test_value_checks_name_the_section_and_the_fix(repo_root):
+    with pytest.raises(ConfigError, match=r"'evaluate'.*limit is 1.*at least 2 prompts"):
+        config.load(repo_root / "params.yaml", profile="tiny", overrides={"evaluate": {"limit": 1}})
+    assert config.load(repo_root / "params.yaml", profile="smoke").evaluate.limit == 48
+    assert config.load(repo_root / "params.yaml", profile="tiny").evaluate.limit is None

@@ -139,6 +139,7 @@ def test_preference_model_learns_to_order_and_reloads(clip_dir, single_objects, 
     loaded = load_preference(tmp_path / "model")
     after = pairwise_accuracy(loaded, test_c)["accuracy"]
     assert after >= 0.8 and after > before, (before, after)
+    assert pairwise_accuracy(loaded, test_c.subset([])) == {"accuracy": None, "n": 0}, "no comparisons: no accuracy"
     z = loaded(to_float(images[:64]), [spec_text(s) for s in specs[:64]])
     assert abs(z.mean().item()) < 1e-3 and abs(z.std().item() - 1) < 1e-3, "z-scored on the normalisation set"
     assert torch.allclose(loaded(to_float(images[:8]), [spec_text(s) for s in specs[:8]]), z[:8], atol=1e-4)

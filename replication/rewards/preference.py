@@ -369,7 +369,10 @@ def item_scores(reward, comps: Comparisons, batch_size: int = 256) -> tuple[np.n
 
 
 def pairwise_accuracy(reward, comps: Comparisons) -> dict:
-    """Share of comparisons the reward orders as the judge did, overall and per kind (exact ties count half)."""
+    """Share of comparisons the reward orders as the judge did, overall and per kind (exact ties count half).
+    No comparisons (a judge that tied every pair of a small set): accuracy None, n 0."""
+    if len(comps) == 0:
+        return {"accuracy": None, "n": 0}
     w, l = item_scores(reward, comps)
     hit = (w > l) + 0.5 * (w == l)
     out = {"accuracy": round(float(hit.mean()), 4), "n": len(comps)}

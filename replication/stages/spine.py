@@ -88,7 +88,7 @@ def evaluate_clip(p: Params) -> dict:
     systems = {name: paths.models() / name for name in e.systems}
     evaluator = CLIPScore.load(paths.models() / "clip_evaluator", device())
     res = evaluate.clip_evaluation(systems, e.prompts, e.generation, evaluator, e.seed, e.confidence, e.bootstrap,
-                                   device())
+                                   device(), limit=e.limit)
     res["evaluator"] = "models/clip_evaluator"
     write_json(paths.results() / "eval_clip.json", res)
     return res
