@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("REPLICATION_ROOT", str(HERE.parent))
 
 from replication import config, paths, quiet_hub_progress  # noqa: E402
+from replication.report import machine_info  # noqa: E402
 from replication.stages.finetune import BUILDERS  # noqa: E402
 from replication.stages.spine import build_sft_sharpening  # noqa: E402
 from replication.train import step_generator  # noqa: E402
@@ -95,9 +95,7 @@ def main(argv=None) -> int:
               f"{r['seconds_per_step_median']:>8.3f} {r['time_ratio_to_sft_sharpening']:>8.2f}")
     out = HERE / "results" / "methods_step.json"
     out.parent.mkdir(exist_ok=True)
-    machine = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-               "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-               "device": "cuda" if torch.cuda.is_available() else "cpu"}
+    machine = machine_info()
     out.write_text(json.dumps({"benchmark": "one optimiser step per fine-tuning method", "profile": a.profile,
                                "steps": a.steps, "warmup": a.warmup, "machine": machine, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out.relative_to(HERE.parent)}")

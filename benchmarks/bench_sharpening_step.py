@@ -35,7 +35,6 @@ import copy
 import ctypes
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -56,6 +55,7 @@ from replication.methods import sharpening as sharpening_mod  # noqa: E402
 from replication.methods.common import ImageTextSource  # noqa: E402
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec  # noqa: E402
 from replication.models import T2IModel  # noqa: E402
+from replication.report import machine_info  # noqa: E402
 from replication.train import step_generator  # noqa: E402
 
 LR, GRAD_CLIP = 1e-5, 1.0  # as the released script's defaults (max_grad_norm 1.0); the value is irrelevant to timing
@@ -381,19 +381,6 @@ def peak_memory(impl: Impl, step: int, device) -> dict:
     return out
 
 
-def machine(device) -> dict:
-    import diffusers
-    import transformers
-
-    d = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-         "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-         "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-         "cpu_count": os.cpu_count(), "device": str(device)}
-    if device.type == "cuda":
-        d["gpu"] = torch.cuda.get_device_name(device)
-    return d
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=8, help="captions per optimiser step")
@@ -511,7 +498,7 @@ def main(argv=None) -> int:
         "settings": {"batch": args.batch, "n": args.n, "m": args.m, "steps": args.steps, "warmup": args.warmup,
                      "infer_steps": spec.infer_steps, "check_steps": args.check_steps, "ref_reward": args.ref_reward,
                      "ref_decode_grad": not args.ref_decode_no_grad, "lr": LR, "grad_clip": GRAD_CLIP},
-        "models": which, "data": data_desc, "machine": machine(device),
+        "models": which, "data": data_desc, "machine": machine_info(device),
         "equivalence": {"exact_ok": ok, "pil_agreeing_draws": pil_ok, "checks": checks},
         "seconds_per_step": {k: {"median": med[k], "mean": statistics.mean(times[k]), "min": min(times[k]),
                                  "all": times[k]} for k in impls},

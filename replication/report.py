@@ -224,6 +224,11 @@ def _diff_verdict(d: dict) -> str:
     return "not distinguishable"
 
 
+# Table 1's CLIP scores of the fine-tuned systems the evaluate stage scores (the base model's: PAPER_SDXL["clip"])
+PAPER_CLIP = {"sft_sharpening": ("SFT-DS", 0.334), "rlhf_sharpening": ("RLHF-DS", 0.338),
+              "standard_finetune": ("standard fine-tuning", 0.325)}
+
+
 def claims() -> list[str]:
     """One sentence per built paper claim, with the numbers behind it and whether it holds in the tiny world."""
     import csv
@@ -247,17 +252,16 @@ def claims() -> list[str]:
         out.append("Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
                    "steps): " + "; ".join(parts) + ".")
     ev = _load("eval_clip.json") or {}
-    paper = {"sft_sharpening": ("SFT-DS", 0.334), "rlhf_sharpening": ("RLHF-DS", 0.338),
-             "standard_finetune": ("standard fine-tuning", 0.325)}
     for name, d in ev.get("vs_base", {}).items():
-        if name in paper:
-            label, value = paper[name]
+        if name in PAPER_CLIP:
+            label, value = PAPER_CLIP[name]
             out.append(f"Table 1, '{label} beats the base model on CLIP score': {label} - base = {_ci_md(d)} on "
-                       f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs 0.322).")
+                       f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs {PAPER_SDXL['clip']}).")
     d = ev.get("paired", {}).get("sft_sharpening - standard_finetune")
     if d:
         out.append(f"Table 1 and Fig. 4, 'SFT-DS beats standard fine-tuning on the same data': SFT-DS - standard = "
-                   f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: 0.334 vs 0.325).")
+                   f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: {PAPER_CLIP['sft_sharpening'][1]} vs "
+                   f"{PAPER_CLIP['standard_finetune'][1]}).")
     sweep = _load("nfe_sweep.json")
     if sweep and sweep.get("methods"):
         best = max(((q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"]) for m in sweep["methods"].values()
@@ -335,10 +339,7 @@ def compute_report() -> dict:
     (executed/ is a DVC output: a stage restored from the cache keeps the duration of the run that made it).
     Written to results/compute.json by `python -m replication.report compute` (`make repro` runs it)."""
     import json
-    import os
-    import platform
 
-    import torch
     import yaml
 
     root = paths.root()
@@ -357,10 +358,24 @@ def compute_report() -> dict:
     return {"profile": "/".join(sorted(str(p) for p in profiles - {None})) or None, "stages": seconds,
             "order": list(seconds),  # pipeline order (the JSON file sorts its keys)
             "total_seconds": round(sum(seconds.values()), 1),
-            "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                        "platform": platform.platform(), "python": platform.python_version(),
-                        "torch": torch.__version__}}
+            "machine": machine_info()}
+
+
+def machine_info(device=None) -> dict:
+    """The machine a measurement ran on (the compute report and the benchmarks record it beside their numbers)."""
+    import os
+    import platform
+
+    import diffusers
+    import torch
+    import transformers
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def compute_table(comp: dict) -> pd.DataFrame:
