@@ -34,14 +34,15 @@ from replication import config, paths, quiet_hub_progress  # noqa: E402
 from replication.report import machine_info  # noqa: E402
 from replication.stages.finetune import BUILDERS  # noqa: E402
 from replication.stages.spine import build_sft_sharpening  # noqa: E402
-from replication.train import step_generator  # noqa: E402
+from replication.config import TrainParams  # noqa: E402
+from replication.train import make_optimizer, step_generator  # noqa: E402
 
 ALL = {"sft_sharpening": build_sft_sharpening, **BUILDERS}
 
 
 def time_method(name: str, method, steps: int, warmup: int) -> dict:
     params = [p for m in method.modules().values() for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-6)
+    opt = make_optimizer(params, TrainParams(lr=1e-6))
     period = getattr(getattr(method, "spec", None), "updates_per_sample", 1)
     total = -(-(warmup + steps) // period) * period  # whole rounds
     seconds, nfes = [], []

@@ -332,7 +332,15 @@ class T2IModel:
         """Images in [0, 1] (N, 3, H, W) -> scaled latents (a sample of the posterior, as diffusers trains)."""
         x = (images.to(self.device, self.vae.dtype) * 2 - 1)
         dist = self.vae.encode(x).latent_dist
-        z = dist.sample(generator) if sample else dist.mode()
+        return self.scale_latents(dist.sample(generator) if sample else dist.mode())
+
+    def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and standard deviation of the VAE posterior of images in [0, 1] (unscaled latent units)."""
+        dist = self.vae.encode(images.to(self.device, self.vae.dtype) * 2 - 1).latent_dist
+        return dist.mean, dist.std
+
+    def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """VAE latents -> the UNet's latent units (shift and scaling factor of the VAE's config)."""
         cfg = self.vae.config
         if getattr(cfg, "shift_factor", None):
             z = z - cfg.shift_factor

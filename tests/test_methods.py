@@ -290,6 +290,20 @@ def test_standard_finetune_loss_is_the_epsilon_mse_of_its_draws(micro_sd, source
     assert metrics["nfe"] == 4.0  # one evaluation per pair
 
 
+def test_latent_cache_draws_what_encode_draws(micro_sd, source):
+    """The cached posterior gives the same latents as encoding the batch, from the same generator state."""
+    from replication.methods.common import LatentCache
+
+    cache = LatentCache(micro_sd, source, chunk=7)  # chunks that do not divide the set
+    assert cache.mean.shape[0] == len(source)
+    idx = np.array([3, 0, 11, 3, len(source) - 1])
+    with torch.no_grad():
+        want = micro_sd.encode(source.pixels(idx, "cpu"), torch.Generator().manual_seed(5))
+    got = cache.latents(idx, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert not torch.equal(got[0], got[3])  # the same image twice: two posterior draws
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_one_step_moves_the_objective_and_the_pipeline_reloads(micro_sd, source, pairs, pairs_data, name, tmp_path):
     from diffusers import DiffusionPipeline, StableDiffusionPipeline

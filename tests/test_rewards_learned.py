@@ -20,7 +20,7 @@ from replication.rewards.base import ImagePreprocess
 from replication.rewards.clip import ContrastiveTraining, Pairs, build_tiny_clip
 from replication.rewards.fusion import (FusionModel, FusionReward, PreferenceHead, convert_imagereward_state,
                                         load_imagereward)
-from replication.rewards.preference import (PairwiseTraining, build_clip_preference, load_preference,
+from replication.rewards.preference import (PairwiseTraining, build_clip_preference, item_scores, load_preference,
                                             pairwise_accuracy)
 from replication.train import train
 from replication.world import Sampler, render_batch, sample_captioned
@@ -86,7 +86,7 @@ def test_training_corruptions_never_state_heldout_compositions():
 
 
 def test_temperature_calibration_fits_a_noisy_judge(clip_dir, single_objects):
-    from replication.rewards.preference import bt_loss, calibrate_temperature, item_scores
+    from replication.rewards.preference import bt_loss, calibrate_temperature
 
     images, specs = single_objects
     # a noisy judge between two renders of one prompt: the own render usually wins
@@ -140,6 +140,8 @@ def test_preference_model_learns_to_order_and_reloads(clip_dir, single_objects, 
     after = pairwise_accuracy(loaded, test_c)["accuracy"]
     assert after >= 0.8 and after > before, (before, after)
     assert pairwise_accuracy(loaded, test_c.subset([])) == {"accuracy": None, "n": 0}, "no comparisons: no accuracy"
+    w, l = item_scores(loaded, test_c.subset([]))
+    assert w.shape == l.shape == (0,)
     z = loaded(to_float(images[:64]), [spec_text(s) for s in specs[:64]])
     assert abs(z.mean().item()) < 1e-3 and abs(z.std().item() - 1) < 1e-3, "z-scored on the normalisation set"
     assert torch.allclose(loaded(to_float(images[:8]), [spec_text(s) for s in specs[:8]]), z[:8], atol=1e-4)

@@ -26,10 +26,41 @@ class ImageTextSource:
     def __len__(self) -> int:
         return len(self.captions)
 
+    def indices(self, size: int, gen: torch.Generator) -> np.ndarray:
+        """The rows of one random batch (what `batch` draws from `gen`)."""
+        return torch.randint(len(self), (size,), generator=gen).numpy()
+
+    def pixels(self, idx, device) -> torch.Tensor:
+        """Images of rows `idx` as floats in [0, 1], (N, 3, H, W)."""
+        return torch.from_numpy(self.images[idx]).to(device).permute(0, 3, 1, 2).float() / 255
+
     def batch(self, size: int, gen: torch.Generator, device) -> tuple[torch.Tensor, list[str]]:
-        idx = torch.randint(len(self), (size,), generator=gen).numpy()
-        x = torch.from_numpy(self.images[idx]).to(device).permute(0, 3, 1, 2).float() / 255
-        return x, [self.captions[i] for i in idx]
+        idx = self.indices(size, gen)
+        return self.pixels(idx, device), [self.captions[i] for i in idx]
+
+
+class LatentCache:
+    """The VAE posterior (mean, std) of every image of an in-memory set, computed once, for methods that train on
+    clean latents of a frozen VAE. A batch then costs an index and a draw instead of a VAE encoder pass: for the
+    base model's UNet (batch 64 of 32x32 images) that pass is about 13% of a training step. `latents(idx, gen)`
+    draws the posterior sample exactly as `T2IModel.encode(images, gen)` does (one standard normal of the latent's
+    shape from `gen`), so a method's random stream is the same with or without the cache."""
+
+    def __init__(self, model: T2IModel, source: ImageTextSource, chunk: int = 256):
+        means, stds = [], []
+        with torch.no_grad():
+            for start in range(0, len(source), chunk):
+                mean, std = model.posterior(source.pixels(np.arange(start, min(start + chunk, len(source))),
+                                                          model.device))
+                means.append(mean)
+                stds.append(std)
+        self.model, self.mean, self.std = model, torch.cat(means), torch.cat(stds)
+
+    def latents(self, idx, gen: torch.Generator) -> torch.Tensor:
+        idx = torch.as_tensor(idx, device=self.mean.device)
+        mean, std = self.mean[idx], self.std[idx]
+        noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
+        return self.model.scale_latents(mean + std * noise)
 
 
 class HFImageTextSource:

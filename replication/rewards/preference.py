@@ -356,7 +356,10 @@ class PairwiseTraining:
 
 @torch.no_grad()
 def item_scores(reward, comps: Comparisons, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """The reward of every compared item: (scores of the preferred items, scores of the others)."""
+    """The reward of every compared item: (scores of the preferred items, scores of the others); empty
+    arrays for no comparisons."""
+    if len(comps) == 0:
+        return np.zeros(0), np.zeros(0)
     items = np.concatenate([comps.win, comps.lose])
     uniq, inv = np.unique(items, axis=0, return_inverse=True)
     scores = []
