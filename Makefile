@@ -40,6 +40,7 @@ lab: setup data
 bench: setup data
 	$(PY) benchmarks/bench_sharpening_step.py
 	$(PY) benchmarks/bench_methods.py
+	$(PY) benchmarks/bench_parallel_runs.py
 
 clean:
 	rm -rf .checkpoints .cache executed

@@ -1,6 +1,7 @@
 """Cost of one optimiser step of every fine-tuning method, beside SFT Diffusion-Sharpening.
 
     python benchmarks/bench_methods.py [--profile tiny] [--steps 4] [--warmup 1] [--methods ddpo,d3po]
+                                       [--set rlhf_sharpening.n=8 ...]
 
 Each method is built by its stage's builder (`replication.stages.finetune.BUILDERS`, and the SFT sharpening
 stage's), so it is exactly what `dvc repro` trains: the params.yaml settings of the profile, the pipeline's
@@ -11,7 +12,8 @@ are timed over whole rounds and reported as the mean.
 
 Printed per method: UNet rows (NFEs) per optimiser step, from the model's own counter, split into the rows
 with and without gradients where the method reports them; seconds per step; both as ratios to SFT
-sharpening measured in the same run. Results go to benchmarks/results/methods_step.json.
+sharpening measured in the same run. Results go to benchmarks/results/methods_step.json (with `--set`, which
+changes parameters as `dvc exp run -S` does, to methods_step_<settings>.json, so the reference file stays).
 Benchmarks are not tests: the ratios carry over between machines, the seconds do not.
 """
 
@@ -61,14 +63,38 @@ def time_method(name: str, method, steps: int, warmup: int) -> dict:
             "nfe_per_step": statistics.fmean(nfes), "nfe_per_sample": statistics.fmean(nfes) / method.batch_size}
 
 
+def parse_sets(items: list[str]) -> dict:
+    """["a.b=3", "c=x"] -> {"a": {"b": 3}, "c": "x"} (values parsed as YAML, as params.yaml)."""
+    import yaml
+
+    out: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. rlhf_sharpening.n=8")
+        *parents, leaf = key.split(".")
+        node = out
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="tiny")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--methods", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a parameter for this run, as `dvc exp run -S` (repeatable)")
     a = ap.parse_args(argv)
     quiet_hub_progress()
+    try:
+        overrides = parse_sets(a.set)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     names = [m.strip() for m in a.methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in ALL]
     if unknown:
@@ -80,7 +106,7 @@ def main(argv=None) -> int:
         print("error: models/base is missing; run `make repro` first (the benchmark times the pipeline's models)",
               file=sys.stderr)
         return 2
-    p = config.load(profile=a.profile)
+    p = config.load(profile=a.profile, overrides=overrides)
     torch.manual_seed(0)
     rows = []
     for name in names:
@@ -94,11 +120,12 @@ def main(argv=None) -> int:
         r["time_ratio_to_sft_sharpening"] = r["seconds_per_step_median"] / ref["seconds_per_step_median"]
         print(f"{r['method']:<18} {r['batch_size']:>5} {r['nfe_per_step']:>9.0f} {r['nfe_ratio_to_sft_sharpening']:>8.2f} "
               f"{r['seconds_per_step_median']:>8.3f} {r['time_ratio_to_sft_sharpening']:>8.2f}")
-    out = HERE / "results" / "methods_step.json"
+    tag = "_".join(x.replace("=", "-") for x in a.set)
+    out = HERE / "results" / (f"methods_step_{tag}.json" if tag else "methods_step.json")
     out.parent.mkdir(exist_ok=True)
     machine = machine_info()
     out.write_text(json.dumps({"benchmark": "one optimiser step per fine-tuning method", "profile": a.profile,
-                               "steps": a.steps, "warmup": a.warmup, "machine": machine, "rows": rows}, indent=1) + "\n")
+                               "steps": a.steps, "warmup": a.warmup, "set": a.set, "machine": machine, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out.relative_to(HERE.parent)}")
     return 0
 
