@@ -63,6 +63,18 @@ def time_method(name: str, method, steps: int, warmup: int) -> dict:
             "nfe_per_step": statistics.fmean(nfes), "nfe_per_sample": statistics.fmean(nfes) / method.batch_size}
 
 
+def pick_methods(text: str) -> list[str]:
+    """Comma-separated method names, checked; and the pipeline's models, which every method is built from."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in names if m not in ALL]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL)}")
+    if not (paths.models() / "base" / "model_index.json").exists():
+        raise FileNotFoundError("models/base is missing; run `make repro` first (the benchmark times the pipeline's "
+                                "models)")
+    return names
+
+
 def parse_sets(items: list[str]) -> dict:
     """["a.b=3", "c=x"] -> {"a": {"b": 3}, "c": "x"} (values parsed as YAML, as params.yaml)."""
     import yaml
@@ -92,20 +104,12 @@ def main(argv=None) -> int:
     quiet_hub_progress()
     try:
         overrides = parse_sets(a.set)
-    except ValueError as e:
+        names = pick_methods(a.methods)
+    except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    names = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in ALL]
-    if unknown:
-        print(f"error: unknown method(s) {unknown}; choose from {', '.join(ALL)}", file=sys.stderr)
         return 2
     if "sft_sharpening" not in names:
         names.insert(0, "sft_sharpening")  # the baseline of every ratio
-    if not (paths.models() / "base" / "model_index.json").exists():
-        print("error: models/base is missing; run `make repro` first (the benchmark times the pipeline's models)",
-              file=sys.stderr)
-        return 2
     p = config.load(profile=a.profile, overrides=overrides)
     torch.manual_seed(0)
     rows = []

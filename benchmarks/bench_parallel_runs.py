@@ -71,8 +71,7 @@ def schedule(profile: str, name: str, runs: int, steps: int, warmup: int, parall
 
 
 def main(argv=None) -> int:
-    from bench_methods import ALL
-    from replication import paths
+    from bench_methods import ALL, pick_methods
     from replication.report import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,17 +81,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=1)
     a = ap.parse_args(argv)
-    names = [m.strip() for m in a.methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in ALL]
-    if unknown:
-        print(f"error: unknown method(s) {unknown}; choose from {', '.join(ALL)}", file=sys.stderr)
+    try:
+        names = pick_methods(a.methods)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if a.runs < 2:
         print("error: --runs must be at least 2 (one run has nothing to run beside it)", file=sys.stderr)
-        return 2
-    if not (paths.models() / "base" / "model_index.json").exists():
-        print("error: models/base is missing; run `make repro` first (the benchmark times the pipeline's models)",
-              file=sys.stderr)
         return 2
     rows = []
     print(f"{a.runs} runs of each method, {a.steps} timed steps each")
