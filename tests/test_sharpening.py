@@ -139,3 +139,37 @@ def test_invalid_spec_is_refused():
         SharpeningSpec(n=0)
     with pytest.raises(ValueError, match="aggregate"):
         SharpeningSpec(aggregate="max")
+
+
+def test_v_prediction_targets_follow_each_steps_timestep(micro_sd, source):
+    """A v-prediction model that is exact (it outputs the v of the true clean latent at every x and t) has zero
+    sharpening loss: the DDIM rollout stays on the (x0, noise) line and the target is that line's v at each step's
+    own timestep. A target fixed at the start timestep would give a positive loss from the second step on."""
+    from diffusers import DDIMScheduler
+
+    from replication.methods.sharpening import step_targets
+
+    micro_sd.scheduler = DDIMScheduler.from_config(micro_sd.scheduler.config, prediction_type="v_prediction")
+    b, spec = 3, SharpeningSpec(n=2, m=3)
+    gen = step_generator(0, 1)  # the method's first draws: the batch, then the posterior sample
+    images, _ = source.batch(b, gen, "cpu")
+    with torch.no_grad():
+        x0 = micro_sd.encode(images, gen)
+    alphas = micro_sd.scheduler.alphas_cumprod
+
+    def exact_v(x, t, cond, unet=None):
+        clean = x0.repeat_interleave(spec.n, 0) if len(x) == b * spec.n else x0
+        a = alphas[t].view(-1, 1, 1, 1)
+        return (a.sqrt() * x - clean) / (1 - a).sqrt()
+
+    micro_sd.eps = exact_v
+    loss, _ = SFTSharpening(micro_sd, RedReward(), source, b, spec).loss(1, step_generator(0, 1))
+    assert loss.item() < 1e-8
+
+    eps = torch.randn_like(x0)
+    t = torch.tensor([[600, 300, 900], [560, 260, 860]])  # (m, B): two steps of stride 40
+    v = step_targets(micro_sd.scheduler, x0, eps, t)
+    assert v.shape == (2, *x0.shape)
+    assert (v[0] - v[1]).abs().max() > 1e-2, "a v target depends on the timestep"
+    micro_sd.scheduler = DDIMScheduler.from_config(micro_sd.scheduler.config, prediction_type="epsilon")
+    assert torch.equal(step_targets(micro_sd.scheduler, x0, eps, t), torch.stack([eps, eps]))

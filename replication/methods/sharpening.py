@@ -10,7 +10,8 @@ SFT variant (Algorithm 1, Eq. 9), for each (image, caption) of a batch:
   5. trajectory score = sum (paper, Eq. 8) or mean (code) of its step rewards; the best of the
      n trajectories of each caption is picked by a hard argmax;
   6. loss = epsilon-MSE averaged over the best trajectory's steps, target = that trajectory's
-     original noise at every step, gradients flowing through the unrolled steps.
+     original noise at every step (`step_targets`: for a v-prediction model, the v of the same
+     x0 and noise at each step's timestep), gradients flowing through the unrolled steps.
 
 Steps 2-5 (`explore`) run without gradients: n*m UNet evaluations. Step 6 re-runs only the
 chosen trajectory with gradients (m evaluations). The rollout is deterministic, so this is
@@ -103,6 +104,14 @@ def score_steps(model: T2IModel, reward, traj: diffusion.Trajectory, prompts: li
     return out.view(m, n)
 
 
+def step_targets(scheduler, x0: torch.Tensor, eps: torch.Tensor, t_steps: torch.Tensor) -> torch.Tensor:
+    """The regression target at every step of a trajectory, (m, B, C, H, W), for trajectories started from
+    x_t = a_t x0 + s_t eps. For epsilon models it is the trajectory's noise eps at every step (the paper's target);
+    a v-prediction (or sample) target depends on the timestep, so it is the same (x0, eps) written at each step's
+    own t_k (t_steps: (m, B), as `Trajectory.t`), not at the start."""
+    return torch.stack([diffusion.target_for(scheduler, x0, eps, tk) for tk in t_steps])
+
+
 @torch.no_grad()
 def explore(model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec: SharpeningSpec,
             gen: torch.Generator) -> Exploration:
@@ -144,8 +153,8 @@ class SFTSharpening(UNetMethod):
         # Step 6: the chosen trajectories again, now with gradients through every unrolled step.
         traj = diffusion.rollout(model.denoiser(ex.cond[chosen]), model.scheduler, ex.x_t[chosen], ex.t[chosen],
                                  spec.m, diffusion.stride(model.scheduler, spec.infer_steps))
-        target = diffusion.target_for(model.scheduler, x0, ex.eps[chosen], ex.t[chosen])
-        mse = (traj.out.float() - target.float()[None]).pow(2).mean(dim=(2, 3, 4))  # (m, B)
+        target = step_targets(model.scheduler, x0, ex.eps[chosen], traj.t)
+        mse = (traj.out.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (m, B)
         valid = traj.valid.float()
         loss = ((mse * valid).sum(0) / valid.sum(0)).mean()
         return loss, {**ex.metrics(), "nfe": float(model.nfe.evals - nfe0)}
@@ -242,12 +251,12 @@ class RLHFSharpening(UNetMethod):
         pick = torch.cat([rows + ex.scores.argmax(1).to(dev), rows + ex.scores.argmin(1).to(dev)])
         traj = diffusion.rollout(model.denoiser(ex.cond[pick]), sched, ex.x_t[pick], ex.t[pick], spec.m,
                                  diffusion.stride(sched, spec.infer_steps))
-        target = diffusion.target_for(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], ex.t[pick]).float()
-        mse = (traj.out.float() - target[None]).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
+        target = step_targets(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], traj.t).float()
+        mse = (traj.out.float() - target).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
         k = 1 if rl.loss == "official" else spec.m
         ref_fn = self.ref_denoiser(Cond.cat([ex.cond[pick]] * k))  # the first k steps in one batched call
         ref_out = ref_fn(traj.x[:k].detach().flatten(0, 1), traj.t[:k].flatten()).view(k, *traj.out.shape[1:])
-        ref_mse = (ref_out.float() - target[None]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
+        ref_mse = (ref_out.float() - target[:k]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
         margin = rl.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
         loss, z = rlhf_loss(rl.loss, mse[:, :b], mse[:, b:], ref_mse[:, :b], ref_mse[:, b:], traj.valid[:, :b],
                             traj.valid[:, b:], margin, rl.beta)
