@@ -329,15 +329,23 @@ class T2IModel:
         return (torch.cat(parts).float() / 2 + 0.5).clamp(0, 1)
 
     def encode(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
-        """Images in [0, 1] (N, 3, H, W) -> scaled latents (a sample of the posterior, as diffusers trains)."""
-        x = (images.to(self.device, self.vae.dtype) * 2 - 1)
-        dist = self.vae.encode(x).latent_dist
-        return self.scale_latents(dist.sample(generator) if sample else dist.mode())
+        """Images in [0, 1] (N, 3, H, W) -> scaled latents (a sample of the posterior, as diffusers trains;
+        its mode with sample=False)."""
+        mean, std = self.posterior(images)
+        return self.posterior_sample(mean, std, generator) if sample else self.scale_latents(mean)
 
     def posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and standard deviation of the VAE posterior of images in [0, 1] (unscaled latent units)."""
         dist = self.vae.encode(images.to(self.device, self.vae.dtype) * 2 - 1).latent_dist
         return dist.mean, dist.std
+
+    def posterior_sample(self, mean: torch.Tensor, std: torch.Tensor,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+        """mean + std * (one standard normal of the latent's shape from `generator`, as diffusers' posterior
+        `sample` draws it), in the UNet's latent units."""
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
+                            device=generator.device if generator is not None else mean.device)
+        return self.scale_latents(mean + std * noise.to(mean.device))
 
     def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
         """VAE latents -> the UNet's latent units (shift and scaling factor of the VAE's config)."""

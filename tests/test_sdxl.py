@@ -79,3 +79,23 @@ def test_hf_image_text_source_resizes_and_crops_like_the_sdxl_example():
     for img, cap in zip(x, caps):
         i = int(cap.split()[1])
         assert torch.allclose(img[0], torch.full((32, 32), 10 * i / 255), atol=1 / 255)
+
+
+def test_both_data_sources_give_the_latents_encode_gives(micro_sd, world_pairs):
+    """latent_batch of the in-memory source (cached posterior) and of the HF-style source (encoded per batch) equal
+    drawing the same batch and encoding it with the same generator."""
+    from PIL import Image
+
+    from replication.methods.common import HFImageTextSource, ImageTextSource
+    from replication.train import step_generator
+
+    images, captions = world_pairs
+    rows = [{"image": Image.fromarray(im), "text": c} for im, c in zip(images[:20], captions[:20])]
+    for src in (ImageTextSource(images[:20], captions[:20]), HFImageTextSource(rows, resolution=32)):
+        gen = step_generator(0, 3)
+        pixels, caps = src.batch(4, gen, "cpu")
+        with torch.no_grad():
+            want = micro_sd.encode(pixels, gen)
+        got, got_caps = src.latent_batch(4, step_generator(0, 3), micro_sd)
+        assert got_caps == caps
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

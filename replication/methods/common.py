@@ -22,6 +22,7 @@ class ImageTextSource:
         if len(images) != len(captions):
             raise ValueError(f"{name}: {len(images)} images but {len(captions)} captions")
         self.images, self.captions, self.name = images, list(captions), name
+        self._latents: LatentCache | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -38,13 +39,21 @@ class ImageTextSource:
         idx = self.indices(size, gen)
         return self.pixels(idx, device), [self.captions[i] for i in idx]
 
+    def latent_batch(self, size: int, gen: torch.Generator, model: T2IModel) -> tuple[torch.Tensor, list[str]]:
+        """A random batch as clean latents of `model`'s (frozen) VAE, from a posterior cached at the first call."""
+        if self._latents is None or self._latents.model is not model:
+            self._latents = LatentCache(model, self)
+        idx = self.indices(size, gen)
+        return self._latents.latents(idx, gen), [self.captions[i] for i in idx]
+
 
 class LatentCache:
     """The VAE posterior (mean, std) of every image of an in-memory set, computed once, for methods that train on
     clean latents of a frozen VAE. A batch then costs an index and a draw instead of a VAE encoder pass: for the
     base model's UNet (batch 64 of 32x32 images) that pass is about 13% of a training step. `latents(idx, gen)`
-    draws the posterior sample exactly as `T2IModel.encode(images, gen)` does (one standard normal of the latent's
-    shape from `gen`), so a method's random stream is the same with or without the cache."""
+    draws the posterior sample as `T2IModel.encode(images, gen)` does (both through `T2IModel.posterior_sample`), so
+    a method's random stream is the same with or without the cache. Valid while the VAE does not change (T2IModel
+    freezes it). `ImageTextSource.latent_batch` builds one on first use."""
 
     def __init__(self, model: T2IModel, source: ImageTextSource, chunk: int = 256):
         means, stds = [], []
@@ -58,9 +67,7 @@ class LatentCache:
 
     def latents(self, idx, gen: torch.Generator) -> torch.Tensor:
         idx = torch.as_tensor(idx, device=self.mean.device)
-        mean, std = self.mean[idx], self.std[idx]
-        noise = torch.randn(mean.shape, generator=gen, dtype=mean.dtype).to(mean.device)
-        return self.model.scale_latents(mean + std * noise)
+        return self.model.posterior_sample(self.mean[idx], self.std[idx], gen)
 
 
 class HFImageTextSource:
@@ -92,6 +99,12 @@ class HFImageTextSource:
         rows = [self.rows[i] for i in idx]
         x = torch.stack([self._pixels(r[self.image_column]) for r in rows]).to(device).float() / 255
         return x, [str(r[self.caption_column]) for r in rows]
+
+    def latent_batch(self, size: int, gen: torch.Generator, model: T2IModel) -> tuple[torch.Tensor, list[str]]:
+        """A random batch as clean latents of `model`'s VAE, encoded batch by batch (the set is not in memory)."""
+        images, captions = self.batch(size, gen, model.device)
+        with torch.no_grad():
+            return model.encode(images, gen), captions
 
 
 class PromptSource:

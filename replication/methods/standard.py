@@ -11,7 +11,7 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import ImageTextSource, LatentCache, LoraSpec, UNetMethod
+from .common import ImageTextSource, LoraSpec, UNetMethod
 
 
 class StandardFinetune(UNetMethod):
@@ -22,8 +22,6 @@ class StandardFinetune(UNetMethod):
         super().__init__(model, batch_size, {"cond_dropout": cond_dropout, "train_text_encoder": train_text_encoder,
                                              **(fingerprint or {})}, lora=lora)
         self.data, self.cond_dropout, self.train_text_encoder = data, cond_dropout, train_text_encoder
-        # an in-memory set is encoded once (the VAE is frozen); other sources are encoded batch by batch
-        self._cache: LatentCache | None = None
         if train_text_encoder:
             if model.kind != "sd":
                 raise ValueError("training the text encoder is supported for the tiny SD-style model only")
@@ -43,22 +41,10 @@ class StandardFinetune(UNetMethod):
     def loss(self, step: int, gen: torch.Generator):
         model = self.model
         mark = self.nfe_mark()
-        cached = isinstance(self.data, ImageTextSource)
-        if cached:
-            idx = self.data.indices(self.batch_size, gen)
-            captions = [self.data.captions[i] for i in idx]
-        else:
-            images, captions = self.data.batch(self.batch_size, gen, self.device)
+        x0, captions = self.data.latent_batch(self.batch_size, gen, model)  # in-memory sets: a cached posterior
         if self.cond_dropout > 0:
             drop = torch.rand(len(captions), generator=gen) < self.cond_dropout
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        if cached:
-            if self._cache is None:
-                self._cache = LatentCache(model, self.data)
-            x0 = self._cache.latents(idx, gen)
-        else:
-            with torch.no_grad():
-                x0 = model.encode(images, gen)
         t = torch.randint(0, model.scheduler.config.num_train_timesteps, (len(captions),), generator=gen).to(x0.device)
         eps = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
         x_t = diffusion.add_noise(model.scheduler, x0, eps, t)
