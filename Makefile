@@ -1,6 +1,6 @@
 # make repro [PROFILE=tiny|smoke]   set up the environment, regenerate/check data/, run the DVC pipeline
 # make test                         set up the environment and run the test suite
-# make setup | data | lab | clean
+# make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,17 +8,21 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup data repro test lab bench clean
+.PHONY: setup data repro test lab bench clean lock
 
 setup: $(VENV)/.installed
 
 # torch is installed first and pinned: an unpinned torch pulls a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# Then every other package at the exact version and hash of requirements.lock (the versions that made the
+# committed results), and the project itself without resolving anything; `pip check` proves the set consistent.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python >= 3.11 is required"'
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip check
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (replication)" >/dev/null
 	touch $@
 
@@ -44,3 +48,15 @@ bench: setup data
 
 clean:
 	rm -rf .checkpoints .cache executed
+
+# Regenerate requirements.lock: the newest versions pyproject.toml's ranges admit, resolved by pip in a scratch
+# venv beside the pinned torch, then hashed by uv. Commit the lock together with results made by it.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q torch==2.13.0 uv
+	.lock-venv/bin/python -m pip install -q -e ".[dev]"
+	.lock-venv/bin/python -m pip freeze --exclude-editable | grep -viE '^(torch|uv)==' > .lock-venv/freeze.txt
+	.lock-venv/bin/uv pip compile .lock-venv/freeze.txt --no-deps --generate-hashes --no-header --no-annotate \
+		--python-version $$(.lock-venv/bin/python -c 'import platform; print(platform.python_version())') \
+		-o requirements.lock
+	rm -rf .lock-venv
