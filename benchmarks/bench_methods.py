@@ -33,10 +33,10 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("REPLICATION_ROOT", str(HERE.parent))
 
 from replication import config, paths, quiet_hub_progress  # noqa: E402
+from replication.config import TrainParams  # noqa: E402
 from replication.report import machine_info  # noqa: E402
 from replication.stages.finetune import BUILDERS  # noqa: E402
 from replication.stages.spine import build_sft_sharpening  # noqa: E402
-from replication.config import TrainParams  # noqa: E402
 from replication.train import make_optimizer, step_generator  # noqa: E402
 
 ALL = {"sft_sharpening": build_sft_sharpening, **BUILDERS}
@@ -58,9 +58,15 @@ def time_method(name: str, method, steps: int, warmup: int) -> dict:
         if step > warmup:
             seconds.append(dt)
             nfes.append(float(metrics["nfe"]))
-    return {"method": name, "batch_size": method.batch_size, "steps_timed": len(seconds),
-            "seconds_per_step_mean": statistics.fmean(seconds), "seconds_per_step_median": statistics.median(seconds),
-            "nfe_per_step": statistics.fmean(nfes), "nfe_per_sample": statistics.fmean(nfes) / method.batch_size}
+    return {
+        "method": name,
+        "batch_size": method.batch_size,
+        "steps_timed": len(seconds),
+        "seconds_per_step_mean": statistics.fmean(seconds),
+        "seconds_per_step_median": statistics.median(seconds),
+        "nfe_per_step": statistics.fmean(nfes),
+        "nfe_per_sample": statistics.fmean(nfes) / method.batch_size,
+    }
 
 
 def pick_methods(text: str) -> list[str]:
@@ -70,8 +76,9 @@ def pick_methods(text: str) -> list[str]:
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL)}")
     if not (paths.models() / "base" / "model_index.json").exists():
-        raise FileNotFoundError("models/base is missing; run `make repro` first (the benchmark times the pipeline's "
-                                "models)")
+        raise FileNotFoundError(
+            "models/base is missing; run `make repro` first (the benchmark times the pipeline's models)"
+        )
     return names
 
 
@@ -98,8 +105,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--methods", default=",".join(ALL), help=f"comma-separated subset of {', '.join(ALL)}")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="change a parameter for this run, as `dvc exp run -S` (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a parameter for this run, as `dvc exp run -S` (repeatable)",
+    )
     a = ap.parse_args(argv)
     quiet_hub_progress()
     try:
@@ -122,14 +134,29 @@ def main(argv=None) -> int:
     for r in rows:
         r["nfe_ratio_to_sft_sharpening"] = r["nfe_per_step"] / ref["nfe_per_step"]
         r["time_ratio_to_sft_sharpening"] = r["seconds_per_step_median"] / ref["seconds_per_step_median"]
-        print(f"{r['method']:<18} {r['batch_size']:>5} {r['nfe_per_step']:>9.0f} {r['nfe_ratio_to_sft_sharpening']:>8.2f} "
-              f"{r['seconds_per_step_median']:>8.3f} {r['time_ratio_to_sft_sharpening']:>8.2f}")
+        print(
+            f"{r['method']:<18} {r['batch_size']:>5} {r['nfe_per_step']:>9.0f} {r['nfe_ratio_to_sft_sharpening']:>8.2f} "
+            f"{r['seconds_per_step_median']:>8.3f} {r['time_ratio_to_sft_sharpening']:>8.2f}"
+        )
     tag = "_".join(x.replace("=", "-") for x in a.set)
     out = HERE / "results" / (f"methods_step_{tag}.json" if tag else "methods_step.json")
     out.parent.mkdir(exist_ok=True)
     machine = machine_info()
-    out.write_text(json.dumps({"benchmark": "one optimiser step per fine-tuning method", "profile": a.profile,
-                               "steps": a.steps, "warmup": a.warmup, "set": a.set, "machine": machine, "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "one optimiser step per fine-tuning method",
+                "profile": a.profile,
+                "steps": a.steps,
+                "warmup": a.warmup,
+                "set": a.set,
+                "machine": machine,
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out.relative_to(HERE.parent)}")
     return 0
 

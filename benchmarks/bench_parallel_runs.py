@@ -46,8 +46,8 @@ def _set_threads(threads: int | None) -> None:
 def run_once(profile: str, name: str, steps: int, warmup: int) -> dict:
     """One run in this (worker) process: build the method as its stage does and time its optimiser steps."""
     import torch
-
     from bench_methods import ALL, time_method
+
     from replication import config, quiet_hub_progress
 
     quiet_hub_progress()
@@ -66,12 +66,19 @@ def schedule(profile: str, name: str, runs: int, steps: int, warmup: int, parall
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_set_threads, initargs=(threads,)) as pool:
         rows = list(pool.map(run_once, *zip(*[(profile, name, steps, warmup)] * runs)))
     wall = time.perf_counter() - t0
-    return {"parallel": parallel, "workers": workers, "threads_per_run": rows[0]["threads"], "wall_seconds": wall,
-            "seconds_per_step": statistics.fmean(r["seconds_per_step_median"] for r in rows), "runs": rows}
+    return {
+        "parallel": parallel,
+        "workers": workers,
+        "threads_per_run": rows[0]["threads"],
+        "wall_seconds": wall,
+        "seconds_per_step": statistics.fmean(r["seconds_per_step_median"] for r in rows),
+        "runs": rows,
+    }
 
 
 def main(argv=None) -> int:
     from bench_methods import ALL, pick_methods
+
     from replication.report import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -91,20 +98,43 @@ def main(argv=None) -> int:
         return 2
     rows = []
     print(f"{a.runs} runs of each method, {a.steps} timed steps each")
-    print(f"{'method':<18} {'seq s/step':>10} {'par s/step':>10} {'throughput x':>12} {'seq wall s':>10} {'par wall s':>10}")
+    print(
+        f"{'method':<18} {'seq s/step':>10} {'par s/step':>10} {'throughput x':>12} {'seq wall s':>10} {'par wall s':>10}"
+    )
     for name in names:
         seq = schedule(a.profile, name, a.runs, a.steps, a.warmup, parallel=False)
         par = schedule(a.profile, name, a.runs, a.steps, a.warmup, parallel=True)
         ratio = a.runs * seq["seconds_per_step"] / par["seconds_per_step"]
-        rows.append({"method": name, "sequential": seq, "parallel": par, "throughput_ratio": ratio,
-                     "wall_ratio": seq["wall_seconds"] / par["wall_seconds"]})
-        print(f"{name:<18} {seq['seconds_per_step']:>10.3f} {par['seconds_per_step']:>10.3f} {ratio:>12.2f} "
-              f"{seq['wall_seconds']:>10.1f} {par['wall_seconds']:>10.1f}")
+        rows.append(
+            {
+                "method": name,
+                "sequential": seq,
+                "parallel": par,
+                "throughput_ratio": ratio,
+                "wall_ratio": seq["wall_seconds"] / par["wall_seconds"],
+            }
+        )
+        print(
+            f"{name:<18} {seq['seconds_per_step']:>10.3f} {par['seconds_per_step']:>10.3f} {ratio:>12.2f} "
+            f"{seq['wall_seconds']:>10.1f} {par['wall_seconds']:>10.1f}"
+        )
     out = HERE / "results" / "parallel_runs.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "independent runs side by side (1 thread each) vs one after the other",
-                               "profile": a.profile, "runs": a.runs, "steps": a.steps, "warmup": a.warmup,
-                               "machine": machine_info(), "rows": rows}, indent=1) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "independent runs side by side (1 thread each) vs one after the other",
+                "profile": a.profile,
+                "runs": a.runs,
+                "steps": a.steps,
+                "warmup": a.warmup,
+                "machine": machine_info(),
+                "rows": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {out.relative_to(HERE.parent)}")
     return 0
 

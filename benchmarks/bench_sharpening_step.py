@@ -68,8 +68,11 @@ def load_model_and_reward(device):
 
     base, clip = paths.models() / "base", paths.models() / "clip_reward"
     if (base / "model_index.json").exists() and (clip / "config.json").exists():
-        return T2IModel.from_pretrained(base, device), CLIPScore.load(clip, device), \
-            f"trained tiny models ({base.relative_to(paths.root())}, {clip.relative_to(paths.root())})"
+        return (
+            T2IModel.from_pretrained(base, device),
+            CLIPScore.load(clip, device),
+            f"trained tiny models ({base.relative_to(paths.root())}, {clip.relative_to(paths.root())})",
+        )
     from replication.config import ClipArch
     from replication.models import TinyArch, build_tiny_sd, build_tokenizer
     from replication.rewards.base import ImagePreprocess
@@ -140,14 +143,20 @@ class Impl:
         self.reward = CountingReward(reward)
         self.decodes = DecodeCounter(self.model.vae)
         self.source, self.batch, self.spec = source, batch, spec
-        self.opt = torch.optim.AdamW([p for p in self.model.unet.parameters() if p.requires_grad], lr=LR,
-                                     weight_decay=1e-2)
+        self.opt = torch.optim.AdamW(
+            [p for p in self.model.unet.parameters() if p.requires_grad], lr=LR, weight_decay=1e-2
+        )
         self.unet_calls = self.unet_rows = 0
 
     def counters(self) -> dict:
-        return {"unet_calls": self.unet_calls, "unet_rows": self.unet_rows, "vae_decode_calls": self.decodes.calls,
-                "vae_decode_rows": self.decodes.rows, "reward_calls": self.reward.calls,
-                "reward_images": self.reward.images}
+        return {
+            "unet_calls": self.unet_calls,
+            "unet_rows": self.unet_rows,
+            "vae_decode_calls": self.decodes.calls,
+            "vae_decode_rows": self.decodes.rows,
+            "reward_calls": self.reward.calls,
+            "reward_images": self.reward.images,
+        }
 
     def loss_backward(self, step: int) -> tuple[float, dict]:
         raise NotImplementedError
@@ -177,9 +186,11 @@ class Ours(Impl):
         captured = {}
         orig = sharpening_mod.explore
         if record:
+
             def recording(*a, **kw):
                 captured["ex"] = orig(*a, **kw)
                 return captured["ex"]
+
             sharpening_mod.explore = recording
         try:
             loss, _ = self.method.loss(step, step_generator(0, step))
@@ -190,8 +201,13 @@ class Ours(Impl):
         if record:
             ex = captured["ex"]
             b, n = self.batch, self.spec.n
-            info = {"t": ex.t.view(b, n)[:, 0].cpu(), "eps": ex.eps.cpu(), "best": ex.scores.argmax(1).cpu(),
-                    "step_rewards": ex.step_rewards.cpu(), "valid": ex.traj.valid.cpu()}
+            info = {
+                "t": ex.t.view(b, n)[:, 0].cpu(),
+                "eps": ex.eps.cpu(),
+                "best": ex.scores.argmax(1).cpu(),
+                "step_rewards": ex.step_rewards.cpu(),
+                "valid": ex.traj.valid.cpu(),
+            }
         return loss.item(), info
 
 
@@ -248,14 +264,18 @@ class Reference(Impl):
         for i in range(b):  # the released code: one caption per optimiser (micro-)step
             t = int(t_all[i])
             m = min(spec.m, 1 + t // self.stride)
-            noise = eps_all[i * n:(i + 1) * n]
-            x = sched.add_noise(x0[i:i + 1].repeat(n, 1, 1, 1), noise, torch.full((n,), t, device=dev))
+            noise = eps_all[i * n : (i + 1) * n]
+            x = sched.add_noise(x0[i : i + 1].repeat(n, 1, 1, 1), noise, torch.full((n,), t, device=dev))
             prompt_embeds = model.encode_prompts([prompts[i]]).hidden
             rewards_list, loss_list = [], []
             for k in range(m):
                 tk = t - k * self.stride
-                pred = model.unet(x, torch.full((n,), tk, device=dev), encoder_hidden_states=prompt_embeds.repeat(n, 1, 1),
-                                  return_dict=False)[0]
+                pred = model.unet(
+                    x,
+                    torch.full((n,), tk, device=dev),
+                    encoder_hidden_states=prompt_embeds.repeat(n, 1, 1),
+                    return_dict=False,
+                )[0]
                 self.unet_calls += 1
                 self.unet_rows += n
                 out = sched.step(pred, tk, x)  # diffusers DDIM, scalar timestep, eta 0
@@ -296,16 +316,21 @@ def compare(io: dict, ir: dict, go: dict, gr: dict, lo: float, lr_: float, spec:
         margins.append((top[0] - top[1]).item() if n > 1 else float("inf"))
     common = sorted(set(go) & set(gr))
     return {
-        "loss_ours": lo, "loss_reference": lr_, "loss_abs_diff": abs(lo - lr_),
-        "chosen_ours": io["best"].tolist(), "chosen_reference": ir["best"].tolist(),
+        "loss_ours": lo,
+        "loss_reference": lr_,
+        "loss_abs_diff": abs(lo - lr_),
+        "chosen_ours": io["best"].tolist(),
+        "chosen_reference": ir["best"].tolist(),
         "chosen_agree": bool(torch.equal(io["best"], ir["best"])),
         "step_reward_max_abs_diff": rdiff,
         "min_best_vs_second_margin": min(margins),
-        "grad_params": len(common), "grad_keys_match": set(go) == set(gr),
+        "grad_params": len(common),
+        "grad_keys_match": set(go) == set(gr),
         "grad_max_abs_diff": max((go[k] - gr[k]).abs().max().item() for k in common),
         "grad_max_abs": max(gr[k].abs().max().item() for k in common),
-        "grad_max_rel_diff": max((go[k] - gr[k]).abs().max().item() / (gr[k].abs().max().item() + 1e-20)
-                                 for k in common),
+        "grad_max_rel_diff": max(
+            (go[k] - gr[k]).abs().max().item() / (gr[k].abs().max().item() + 1e-20) for k in common
+        ),
     }
 
 
@@ -333,8 +358,11 @@ def equivalence(ours: Ours, ref: Reference, step: int, spec: SharpeningSpec) -> 
 
 
 def agrees(c: dict) -> bool:
-    return c["chosen_agree"] and c["loss_abs_diff"] <= 1e-5 * max(1.0, abs(c["loss_reference"])) \
+    return (
+        c["chosen_agree"]
+        and c["loss_abs_diff"] <= 1e-5 * max(1.0, abs(c["loss_reference"]))
         and c["grad_max_rel_diff"] < 1e-3
+    )
 
 
 def _proc_status(key: str) -> int | None:
@@ -389,11 +417,18 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed optimiser steps per implementation")
     ap.add_argument("--warmup", type=int, default=1, help="untimed optimiser steps per implementation first")
     ap.add_argument("--check-steps", type=int, default=3, help="steps (draws) used for the equivalence check")
-    ap.add_argument("--ref-reward", choices=("per-image", "stacked"), default="per-image",
-                    help="reference reward: one call per image (default), or the per-image PIL preprocessing "
-                         "stacked into one call per step as the released CLIPScoreReward does")
-    ap.add_argument("--ref-decode-no-grad", action="store_true",
-                    help="decode under no_grad in the reference (the released code builds the VAE graph)")
+    ap.add_argument(
+        "--ref-reward",
+        choices=("per-image", "stacked"),
+        default="per-image",
+        help="reference reward: one call per image (default), or the per-image PIL preprocessing "
+        "stacked into one call per step as the released CLIPScoreReward does",
+    )
+    ap.add_argument(
+        "--ref-decode-no-grad",
+        action="store_true",
+        help="decode under no_grad in the reference (the released code builds the VAE graph)",
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default=str(HERE / "results" / "sharpening_step.json"))
     args = ap.parse_args(argv)
@@ -405,13 +440,16 @@ def main(argv=None) -> int:
     source, data_desc = load_data()
     spec = SharpeningSpec(n=args.n, m=args.m)
     ours = Ours(base, reward, source, args.batch, spec)
-    ref = Reference(base, reward, source, args.batch, spec, reward_mode=args.ref_reward,
-                    decode_grad=not args.ref_decode_no_grad)
+    ref = Reference(
+        base, reward, source, args.batch, spec, reward_mode=args.ref_reward, decode_grad=not args.ref_decode_no_grad
+    )
     del base
-    print(f"models: {which}\ndata:   {data_desc}\ndevice: {device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads\nsettings: batch {args.batch}, n {args.n}, m {args.m}, "
-          f"steps {args.steps}, warmup {args.warmup}, reference reward {args.ref_reward}"
-          f"{', decode no_grad' if args.ref_decode_no_grad else ''}  (setup {time.perf_counter() - t0:.1f}s)\n")
+    print(
+        f"models: {which}\ndata:   {data_desc}\ndevice: {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads\nsettings: batch {args.batch}, n {args.n}, m {args.m}, "
+        f"steps {args.steps}, warmup {args.warmup}, reference reward {args.ref_reward}"
+        f"{', decode no_grad' if args.ref_decode_no_grad else ''}  (setup {time.perf_counter() - t0:.1f}s)\n"
+    )
 
     # ---- equivalence on the identical starting weights (no optimiser step taken yet)
     checks = [equivalence(ours, ref, 10_000 + s, spec) for s in range(args.check_steps)]
@@ -420,20 +458,24 @@ def main(argv=None) -> int:
         print(f"  draws {c['step']}: t={c['start_t']}  draws identical {c['draws_identical']}")
         for variant, what in (("exact", "float images"), ("pil", "uint8 PIL round trip, as timed")):
             e = c[variant]
-            print(f"    reference on {what}:\n"
-                  f"      chosen ours {e['chosen_ours']}  reference {e['chosen_reference']}  agree {e['chosen_agree']}\n"
-                  f"      loss ours {e['loss_ours']:.8g}  reference {e['loss_reference']:.8g}  "
-                  f"|diff| {e['loss_abs_diff']:.2e}\n"
-                  f"      grads: {e['grad_params']} tensors, max |diff| {e['grad_max_abs_diff']:.2e} "
-                  f"(max |g| {e['grad_max_abs']:.2e}; worst per-tensor relative {e['grad_max_rel_diff']:.2e})\n"
-                  f"      step rewards max |diff| {e['step_reward_max_abs_diff']:.2e}; "
-                  f"smallest best-vs-second margin of the reference {e['min_best_vs_second_margin']:.2e}")
+            print(
+                f"    reference on {what}:\n"
+                f"      chosen ours {e['chosen_ours']}  reference {e['chosen_reference']}  agree {e['chosen_agree']}\n"
+                f"      loss ours {e['loss_ours']:.8g}  reference {e['loss_reference']:.8g}  "
+                f"|diff| {e['loss_abs_diff']:.2e}\n"
+                f"      grads: {e['grad_params']} tensors, max |diff| {e['grad_max_abs_diff']:.2e} "
+                f"(max |g| {e['grad_max_abs']:.2e}; worst per-tensor relative {e['grad_max_rel_diff']:.2e})\n"
+                f"      step rewards max |diff| {e['step_reward_max_abs_diff']:.2e}; "
+                f"smallest best-vs-second margin of the reference {e['min_best_vs_second_margin']:.2e}"
+            )
     ok = all(c["draws_identical"] and agrees(c["exact"]) for c in checks)
     pil_ok = sum(agrees(c["pil"]) for c in checks)
-    print(f"  => recompute-only-the-chosen trajectory vs all-n-with-graph: "
-          f"{'EQUAL to float tolerance' if ok else 'NOT EQUAL: see above'}"
-          f"\n  => with the PIL round trip: {pil_ok}/{len(checks)} draws pick the same trajectories "
-          f"(a disagreement is a near tie reordered by uint8 quantisation)\n")
+    print(
+        f"  => recompute-only-the-chosen trajectory vs all-n-with-graph: "
+        f"{'EQUAL to float tolerance' if ok else 'NOT EQUAL: see above'}"
+        f"\n  => with the PIL round trip: {pil_ok}/{len(checks)} draws pick the same trajectories "
+        f"(a disagreement is a near tie reordered by uint8 quantisation)\n"
+    )
 
     # ---- timing: alternate which implementation goes first so drift affects both alike
     impls = {"ours": ours, "reference": ref}
@@ -469,43 +511,67 @@ def main(argv=None) -> int:
     spread = max(max(v) / min(v) for v in times.values())
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"timing: {args.steps} optimiser steps each after {args.warmup} warm-up (loss, backward, clip, AdamW)")
-    hdr = f"{'':10s} {'median s':>9s} {'mean s':>8s} {'min s':>8s} {'UNet rows':>10s} {'UNet calls':>10s} " \
-          f"{'VAE decodes':>11s} {'decoded':>8s} {'reward calls':>12s} {'scored':>7s}"
+    hdr = (
+        f"{'':10s} {'median s':>9s} {'mean s':>8s} {'min s':>8s} {'UNet rows':>10s} {'UNet calls':>10s} "
+        f"{'VAE decodes':>11s} {'decoded':>8s} {'reward calls':>12s} {'scored':>7s}"
+    )
     print(hdr)
     for k in impls:
         p = per_step[k]
-        print(f"{k:10s} {med[k]:9.3f} {statistics.mean(times[k]):8.3f} {min(times[k]):8.3f} {p['unet_rows']:10.1f} "
-              f"{p['unet_calls']:10.1f} {p['vae_decode_calls']:11.1f} {p['vae_decode_rows']:8.1f} "
-              f"{p['reward_calls']:12.1f} {p['reward_images']:7.1f}")
+        print(
+            f"{k:10s} {med[k]:9.3f} {statistics.mean(times[k]):8.3f} {min(times[k]):8.3f} {p['unet_rows']:10.1f} "
+            f"{p['unet_calls']:10.1f} {p['vae_decode_calls']:11.1f} {p['vae_decode_rows']:8.1f} "
+            f"{p['reward_calls']:12.1f} {p['reward_images']:7.1f}"
+        )
     print("(per optimiser step; UNet rows = network evaluations of one latent each, decoded/scored = images)")
     for k in impls:
         label = ", ".join(f"{name.replace('_bytes', '')} {v / 2**20:.1f} MiB" for name, v in mem[k].items())
         print(f"memory {k:9s}: {label}")
     if device.type == "cpu":
-        print("  (CPU: peak RSS above the step's starting RSS, after malloc_trim and a VmHWM reset; "
-              "ru_maxrss growth is monotonic over the process and only a lower bound)")
+        print(
+            "  (CPU: peak RSS above the step's starting RSS, after malloc_trim and a VmHWM reset; "
+            "ru_maxrss growth is monotonic over the process and only a lower bound)"
+        )
     print(f"other estimates: median of per-step paired ratios {paired:.2f}, ratio of fastest steps {ratio_min:.2f}")
     if spread > 2.0:
-        print(f"WARNING: noisy timings (slowest/fastest step up to {spread:.1f}x; load average "
-              f"{', '.join(f'{x:.1f}' for x in load) if load else '?'}): something else used the CPU; "
-              f"rerun on a quiet machine or with more --steps")
+        print(
+            f"WARNING: noisy timings (slowest/fastest step up to {spread:.1f}x; load average "
+            f"{', '.join(f'{x:.1f}' for x in load) if load else '?'}): something else used the CPU; "
+            f"rerun on a quiet machine or with more --steps"
+        )
     print(f"ratio reference/ours = {ratio:.2f}")
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "benchmark": "sft-sharpening optimiser step: released-code structure vs ours",
-        "settings": {"batch": args.batch, "n": args.n, "m": args.m, "steps": args.steps, "warmup": args.warmup,
-                     "infer_steps": spec.infer_steps, "check_steps": args.check_steps, "ref_reward": args.ref_reward,
-                     "ref_decode_grad": not args.ref_decode_no_grad, "lr": LR, "grad_clip": GRAD_CLIP},
-        "models": which, "data": data_desc, "machine": machine_info(device),
+        "settings": {
+            "batch": args.batch,
+            "n": args.n,
+            "m": args.m,
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "infer_steps": spec.infer_steps,
+            "check_steps": args.check_steps,
+            "ref_reward": args.ref_reward,
+            "ref_decode_grad": not args.ref_decode_no_grad,
+            "lr": LR,
+            "grad_clip": GRAD_CLIP,
+        },
+        "models": which,
+        "data": data_desc,
+        "machine": machine_info(device),
         "equivalence": {"exact_ok": ok, "pil_agreeing_draws": pil_ok, "checks": checks},
-        "seconds_per_step": {k: {"median": med[k], "mean": statistics.mean(times[k]), "min": min(times[k]),
-                                 "all": times[k]} for k in impls},
-        "per_step_counts": per_step, "memory": mem,
+        "seconds_per_step": {
+            k: {"median": med[k], "mean": statistics.mean(times[k]), "min": min(times[k]), "all": times[k]}
+            for k in impls
+        },
+        "per_step_counts": per_step,
+        "memory": mem,
         "ratio_reference_over_ours": ratio,
         "ratio_estimates": {"median_over_median": ratio, "median_of_paired_steps": paired, "min_over_min": ratio_min},
-        "timing_spread_max_over_min": spread, "load_average_after": load,
+        "timing_spread_max_over_min": spread,
+        "load_average_after": load,
     }
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out.relative_to(paths.root()) if out.is_relative_to(paths.root()) else out}")

@@ -115,8 +115,11 @@ class ClipModelParams:
 @dataclass
 class ClipParams:
     reward: ClipModelParams = field(default_factory=ClipModelParams)
-    evaluator: ClipModelParams = field(default_factory=lambda: ClipModelParams(
-        datasets=("journeydb", "pokemon", "t2i2m"), train=TrainParams(steps=1500, batch_size=128, lr=1e-3, seed=1)))
+    evaluator: ClipModelParams = field(
+        default_factory=lambda: ClipModelParams(
+            datasets=("journeydb", "pokemon", "t2i2m"), train=TrainParams(steps=1500, batch_size=128, lr=1e-3, seed=1)
+        )
+    )
     retrieval_pool: int = 100  # candidates per query when reporting retrieval accuracy
 
 
@@ -141,8 +144,11 @@ class SharpeningParams:
     x0: Literal["tweedie", "ode"] = "tweedie"
     ode_steps: int = 4
     lora: LoraParams = field(default_factory=LoraParams)
-    train: TrainParams = field(default_factory=lambda: TrainParams(
-        steps=200, batch_size=8, lr=1e-4, adam_beta1=0.0, adam_beta2=0.99, checkpoint_every=50))
+    train: TrainParams = field(
+        default_factory=lambda: TrainParams(
+            steps=200, batch_size=8, lr=1e-4, adam_beta1=0.0, adam_beta2=0.99, checkpoint_every=50
+        )
+    )
 
 
 @dataclass
@@ -203,8 +209,9 @@ class PreferenceModelParams:
     # rescale the CLIP's contrastive temperature to the Bradley-Terry optimum on the image-side training pairs
     # before fine-tuning (rewards.preference.calibrate_temperature); it is several times too sharp for a noisy judge
     calibrate_temperature: bool = True
-    train: TrainParams = field(default_factory=lambda: TrainParams(steps=100, batch_size=64, lr=1e-4,
-                                                                   weight_decay=0.01, checkpoint_every=100))
+    train: TrainParams = field(
+        default_factory=lambda: TrainParams(steps=100, batch_size=64, lr=1e-4, weight_decay=0.01, checkpoint_every=100)
+    )
 
 
 @dataclass
@@ -214,22 +221,32 @@ class AestheticModelParams:
     source: str = "tiny"
     clip: str = "models/clip_reward"
     shard: int = 0
-    train: TrainParams = field(default_factory=lambda: TrainParams(steps=600, batch_size=256, lr=3e-3,
-                                                                   checkpoint_every=600))
+    train: TrainParams = field(
+        default_factory=lambda: TrainParams(steps=600, batch_size=256, lr=3e-3, checkpoint_every=600)
+    )
 
 
 @dataclass
 class RewardsParams:
-    compositional: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(
-        quality_head=False, calibrate_temperature=False))
+    compositional: PreferenceModelParams = field(
+        default_factory=lambda: PreferenceModelParams(quality_head=False, calibrate_temperature=False)
+    )
     image_reward: PreferenceModelParams = field(default_factory=PreferenceModelParams)
-    image_reward_evaluator: PreferenceModelParams = field(default_factory=lambda: PreferenceModelParams(
-        init="models/clip_evaluator", shard=1, train=TrainParams(steps=100, batch_size=64, lr=1e-4, weight_decay=0.01,
-                                                                 checkpoint_every=100, seed=1)))
+    image_reward_evaluator: PreferenceModelParams = field(
+        default_factory=lambda: PreferenceModelParams(
+            init="models/clip_evaluator",
+            shard=1,
+            train=TrainParams(steps=100, batch_size=64, lr=1e-4, weight_decay=0.01, checkpoint_every=100, seed=1),
+        )
+    )
     aesthetic: AestheticModelParams = field(default_factory=AestheticModelParams)
-    aesthetic_evaluator: AestheticModelParams = field(default_factory=lambda: AestheticModelParams(
-        clip="models/clip_evaluator", shard=1, train=TrainParams(steps=600, batch_size=256, lr=3e-3,
-                                                                 checkpoint_every=600, seed=1)))
+    aesthetic_evaluator: AestheticModelParams = field(
+        default_factory=lambda: AestheticModelParams(
+            clip="models/clip_evaluator",
+            shard=1,
+            train=TrainParams(steps=600, batch_size=256, lr=3e-3, checkpoint_every=600, seed=1),
+        )
+    )
     renders: int = 2400  # rendered training images per side, passed through the base model's VAE
     corruptions_per_image: int = 2  # text-side comparisons per image
     heldout_scenes: int = 200  # scenes with held-out compositions for the compositional accuracy
@@ -440,8 +457,9 @@ class Params:
     diffusion_dpo: DiffusionDPOParams = field(default_factory=DiffusionDPOParams)
     ddpo: DDPOParams = field(default_factory=DDPOParams)
     d3po: D3POParams = field(default_factory=D3POParams)
-    iterpo: RewardBackpropParams = field(default_factory=lambda: RewardBackpropParams(
-        reward="compositional", mode="refl", objective="hinge", margin=2.0))
+    iterpo: RewardBackpropParams = field(
+        default_factory=lambda: RewardBackpropParams(reward="compositional", mode="refl", objective="hinge", margin=2.0)
+    )
     draft: RewardBackpropParams = field(default_factory=RewardBackpropParams)
     nfe_sweep: NFESweepParams = field(default_factory=NFESweepParams)
     profiles: dict = field(default_factory=dict)

@@ -54,9 +54,15 @@ IMAGE_SETS: dict[str, ImageSetSpec] = {
 }
 
 # DrawBench-like: 200 prompts over seven categories (DrawBench's own has 11 with 200 prompts).
-DRAWBENCH = {"colors": ("color", 30), "counting": ("numeracy", 30), "positional": ("spatial", 30),
-             "descriptions": ("detailed", 30), "textures": ("texture", 25), "comparisons": ("non_spatial", 25),
-             "rare": ("complex", 30)}
+DRAWBENCH = {
+    "colors": ("color", 30),
+    "counting": ("numeracy", 30),
+    "positional": ("spatial", 30),
+    "descriptions": ("detailed", 30),
+    "textures": ("texture", 25),
+    "comparisons": ("non_spatial", 25),
+    "rare": ("complex", 30),
+}
 COMPBENCH_PER_SPLIT = 100
 RLHF_POOL = 2000
 PROMPT_SEEDS = {"drawbench": 21, "compbench": 22, "rlhf_pool": 23}
@@ -120,7 +126,7 @@ def build_prompt_sets() -> dict[str, list[dict]]:
     if len(rows) < RLHF_POOL:
         raise RuntimeError(f"only {len(rows)} distinct RLHF prompts could be drawn")
     out["rlhf_pool"] = rows
-    for name, rows in out.items():
+    for rows in out.values():
         for i, r in enumerate(rows):
             r["id"] = i
     return out
@@ -186,7 +192,8 @@ def ensure(data_dir: Path | None = None, dvc_file: Path | None = None, rebuild: 
             f"\nDATA HASH MISMATCH: regenerated {data_dir} hashes to {got}, but {dvc_file.name} pins {want}.\n"
             f"The generator's output changed (code edit, or a numpy/platform difference). If the change is\n"
             f"intended, record it with `dvc add data` and commit data.dvc; otherwise investigate before\n"
-            f"trusting any result built on this data.")
+            f"trusting any result built on this data."
+        )
     print(f"data: regenerated {data_dir}, hash {got} matches {dvc_file.name}")
     return got
 
@@ -227,8 +234,9 @@ def load_prompts(name: str) -> list[dict]:
     return [json.loads(line) for line in _require(p).read_text().splitlines()]
 
 
-def load_hf_image_text(name: str, split: str = "train", image_column: str = "image",
-                       caption_column: str = "text", limit: int | None = None):
+def load_hf_image_text(
+    name: str, split: str = "train", image_column: str = "image", caption_column: str = "text", limit: int | None = None
+):
     """A Hugging Face image-text dataset for the paper-scale path (needs `pip install .[sdxl]`)."""
     try:
         import datasets

@@ -15,8 +15,8 @@ a vector of timesteps and equals ``DDIMScheduler.step`` when all entries are equ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -116,9 +116,16 @@ class Step:
     mean: torch.Tensor  # prev before the noise was added
 
 
-def ddim_step(scheduler, model_output: torch.Tensor, t, x_t: torch.Tensor, t_prev,
-              eta: float = 0.0, noise: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> Step:
+def ddim_step(
+    scheduler,
+    model_output: torch.Tensor,
+    t,
+    x_t: torch.Tensor,
+    t_prev,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Step:
     """DDIM update from t to t_prev (both per sample; t_prev < 0 means 'to the end').
 
     Mirrors ``diffusers.DDIMScheduler.step`` (use_clipped_model_output=False) term by term.
@@ -135,9 +142,11 @@ def ddim_step(scheduler, model_output: torch.Tensor, t, x_t: torch.Tensor, t_pre
     prev = mean
     if eta > 0:
         if noise is None:
-            noise = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype) \
-                if generator is None or generator.device == x_t.device else \
-                torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+            noise = (
+                torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
+                if generator is None or generator.device == x_t.device
+                else torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+            )
         prev = mean + std * noise
     return Step(prev=prev, x0=x0, eps=eps, std=std.flatten(), mean=mean)
 
@@ -154,8 +163,15 @@ def stride(scheduler, num_steps: int) -> int:
 
 
 # ----------------------------------------------------------------------------- x0 prediction
-def predict_x0(eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, mode: str = "tweedie",
-               ode_steps: int = 4, model_output: torch.Tensor | None = None) -> torch.Tensor:
+def predict_x0(
+    eps_fn: EpsFn,
+    scheduler,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    mode: str = "tweedie",
+    ode_steps: int = 4,
+    model_output: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Clean-sample estimate from x_t.
 
     - ``tweedie``: one network evaluation, x0 = (x_t - sqrt(1-a) eps) / sqrt(a) (the released code).
@@ -192,8 +208,16 @@ class Trajectory:
     out: torch.Tensor  # (m, N, C, H, W) model outputs
 
 
-def rollout(eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, m: int, step_stride: int,
-            x0_mode: str = "tweedie", ode_steps: int = 4) -> Trajectory:
+def rollout(
+    eps_fn: EpsFn,
+    scheduler,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    m: int,
+    step_stride: int,
+    x0_mode: str = "tweedie",
+    ode_steps: int = 4,
+) -> Trajectory:
     """Roll out m deterministic DDIM steps t, t - s, t - 2s, ... from x_t.
 
     A sample whose start time allows fewer steps (the released code's cap m <= 1 + t // s) stops
@@ -214,9 +238,16 @@ def rollout(eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, m: int
     return Trajectory(torch.stack(ts), torch.stack(valids), torch.stack(xs), torch.stack(x0s), torch.stack(outs))
 
 
-def sample(eps_fn: EpsFn, scheduler, latents: torch.Tensor, num_steps: int, eta: float = 0.0,
-           generator: torch.Generator | None = None, start: int = 0,
-           callback: Callable[[int, torch.Tensor, Step], torch.Tensor | None] | None = None) -> torch.Tensor:
+def sample(
+    eps_fn: EpsFn,
+    scheduler,
+    latents: torch.Tensor,
+    num_steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    start: int = 0,
+    callback: Callable[[int, torch.Tensor, Step], torch.Tensor | None] | None = None,
+) -> torch.Tensor:
     """DDIM sampling on the scheduler's grid from `latents` (already scaled by init_noise_sigma).
 
     `start` skips the first grid steps (for partial denoising); `callback(i, t, step)` may return
@@ -250,8 +281,9 @@ def ddim_log_prob(step: Step, x_prev: torch.Tensor) -> torch.Tensor:
     return lp.flatten(1).mean(1)
 
 
-def step_log_prob(eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, x_prev: torch.Tensor,
-                  step_stride: int, eta: float) -> torch.Tensor:
+def step_log_prob(
+    eps_fn: EpsFn, scheduler, x_t: torch.Tensor, t: torch.Tensor, x_prev: torch.Tensor, step_stride: int, eta: float
+) -> torch.Tensor:
     """Log-probability under eps_fn of the recorded transitions x_t -> x_prev (one timestep per row),
     one batched network call; differentiable when grad is enabled."""
     out = eps_fn(x_t, t)
@@ -269,8 +301,14 @@ class SampledTrajectory:
 
 
 @torch.no_grad()
-def sample_with_log_probs(eps_fn: EpsFn, scheduler, latents: torch.Tensor, num_steps: int, eta: float,
-                          generator: torch.Generator | None = None) -> SampledTrajectory:
+def sample_with_log_probs(
+    eps_fn: EpsFn,
+    scheduler,
+    latents: torch.Tensor,
+    num_steps: int,
+    eta: float,
+    generator: torch.Generator | None = None,
+) -> SampledTrajectory:
     """DDIM sampling with eta > 0 that records each latent and each transition's log-probability."""
     grid = inference_timesteps(scheduler, num_steps).to(latents.device)
     s = stride(scheduler, num_steps)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -41,11 +41,23 @@ def to_float(images: np.ndarray, device="cpu") -> torch.Tensor:
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255
 
 
-def generate_cached(model_dir: Path, prompts: Sequence[str], seeds: Sequence[int], g: GenerationParams,
-                    device="cpu", model: T2IModel | None = None) -> tuple[np.ndarray, float]:
+def generate_cached(
+    model_dir: Path,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    g: GenerationParams,
+    device="cpu",
+    model: T2IModel | None = None,
+) -> tuple[np.ndarray, float]:
     """(N, H, W, 3) uint8 images and the NFEs spent per image (DDIM, classifier-free guidance)."""
-    settings = {"model": file_digest(model_dir), "prompts": list(prompts), "seeds": list(map(int, seeds)),
-                "num_steps": g.num_steps, "guidance_scale": g.guidance_scale, "code": source_digest()}
+    settings = {
+        "model": file_digest(model_dir),
+        "prompts": list(prompts),
+        "seeds": list(map(int, seeds)),
+        "num_steps": g.num_steps,
+        "guidance_scale": g.guidance_scale,
+        "code": source_digest(),
+    }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:24]
     cache = paths.cache()
     npy, meta = cache / f"{key}.npy", cache / f"{key}.json"
@@ -54,14 +66,24 @@ def generate_cached(model_dir: Path, prompts: Sequence[str], seeds: Sequence[int
     model = model or T2IModel.from_pretrained(model_dir, device=device)
     model.unet.eval()
     model.nfe.reset()
-    images = model.generate(prompts, seeds, num_steps=g.num_steps, guidance_scale=g.guidance_scale,
-                            batch_size=g.batch_size)
+    images = model.generate(
+        prompts, seeds, num_steps=g.num_steps, guidance_scale=g.guidance_scale, batch_size=g.batch_size
+    )
     nfe = model.nfe.per_image(len(prompts))
     arr = to_uint8(images)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(npy, arr)
-    meta.write_text(json.dumps({"nfe_per_image": nfe, "model_dir": str(model_dir), "n": len(prompts),
-                                "num_steps": g.num_steps, "guidance_scale": g.guidance_scale}))
+    meta.write_text(
+        json.dumps(
+            {
+                "nfe_per_image": nfe,
+                "model_dir": str(model_dir),
+                "n": len(prompts),
+                "num_steps": g.num_steps,
+                "guidance_scale": g.guidance_scale,
+            }
+        )
+    )
     return arr, nfe
 
 
@@ -83,22 +105,36 @@ def chance_scores(images: np.ndarray, specs: Sequence[dict], groups: Sequence[st
 
 
 def summarise(values: np.ndarray, confidence: float, n_boot: int, seed: int = 0) -> dict:
-    return {k: (round(v, 6) if isinstance(v, float) else v)
-            for k, v in stats.mean_ci(values, confidence, n_boot, seed).items()}
+    return {
+        k: (round(v, 6) if isinstance(v, float) else v)
+        for k, v in stats.mean_ci(values, confidence, n_boot, seed).items()
+    }
 
 
 # ----------------------------------------------------------------------------- the metric suite
 # Table 1's columns (plus numeracy). Which prompts each column scores: the CLIP score and the learned /
 # graded metrics use the DrawBench-like set (the paper: DrawBench); the CompBench-like columns use that
 # category's prompts of the CompBench-like set.
-COLUMNS = ("clip", "color", "shape", "texture", "spatial", "non_spatial", "complex", "aesthetic", "image_reward",
-           "mllm", "numeracy")
+COLUMNS = (
+    "clip",
+    "color",
+    "shape",
+    "texture",
+    "spatial",
+    "non_spatial",
+    "complex",
+    "aesthetic",
+    "image_reward",
+    "mllm",
+    "numeracy",
+)
 PARSER_COLUMNS = ("color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy")
 DRAWBENCH_COLUMNS = ("clip", "aesthetic", "image_reward", "mllm")
 
 
-def evaluation_rows(per_category: int | None = None, drawbench: str = "drawbench",
-                    compbench: str = "compbench") -> list[dict]:
+def evaluation_rows(
+    per_category: int | None = None, drawbench: str = "drawbench", compbench: str = "compbench"
+) -> list[dict]:
     """The prompts every system is evaluated on: the DrawBench-like set, then the CompBench-like set
     (the first `per_category` prompts of each category and split, or all). Each row has prompt, spec,
     set ("drawbench" | "compbench"), category and split."""
@@ -122,8 +158,10 @@ def applies(column: str, rows: Sequence[dict]) -> np.ndarray:
 # Which model scores each column (tiny world | paper scale). Evaluators are never the training rewards where
 # the paper's are separate: a method cannot raise a column by fooling the reward it trained on.
 EVALUATORS = {
-    "clip": ("models/clip_evaluator: a second tiny CLIP (other half of the data, other seed), cosine",
-             "CLIP (evaluate_base.evaluators.clip, default: the clip stage's evaluator model), cosine"),
+    "clip": (
+        "models/clip_evaluator: a second tiny CLIP (other half of the data, other seed), cosine",
+        "CLIP (evaluate_base.evaluators.clip, default: the clip stage's evaluator model), cosine",
+    ),
     "color": ("scene parser (exact)", "BLIP-VQA (Salesforce/blip-vqa-base): product of P(yes) over noun phrases"),
     "shape": ("scene parser (exact)", "BLIP-VQA, as color"),
     "texture": ("scene parser (exact)", "BLIP-VQA, as color"),
@@ -131,13 +169,19 @@ EVALUATORS = {
     "non_spatial": ("scene parser (exact)", "CLIP ViT-B/32 cosine (T2I-CompBench's non-spatial metric)"),
     "complex": ("scene parser (exact)", "mean of the BLIP-VQA, detector and CLIP scores (T2I-CompBench's 3-in-1)"),
     "numeracy": ("scene parser (exact)", "open-vocabulary detector: share of counted phrases with the right count"),
-    "aesthetic": ("models/aesthetic_evaluator: MLP on the evaluator CLIP's embeddings (other half, other seed), 1-10",
-                  "LAION's aesthetic MLP on CLIP ViT-L/14, 1-10"),
-    "image_reward": ("models/image_reward_evaluator: Bradley-Terry CLIP preference model (evaluator CLIP, other half "
-                     "of the rater's pairs, other seed), z-scored on base-model images",
-                     "ImageReward v1.0 (THUDM/ImageReward), z-scored as released"),
-    "mllm": ("the tiny world's grader over the OpenAI chat-completions protocol (loopback), overall / 10",
-             "GPT-4o (or any OpenAI-compatible model) with the five-aspect rubric, overall / 10"),
+    "aesthetic": (
+        "models/aesthetic_evaluator: MLP on the evaluator CLIP's embeddings (other half, other seed), 1-10",
+        "LAION's aesthetic MLP on CLIP ViT-L/14, 1-10",
+    ),
+    "image_reward": (
+        "models/image_reward_evaluator: Bradley-Terry CLIP preference model (evaluator CLIP, other half "
+        "of the rater's pairs, other seed), z-scored on base-model images",
+        "ImageReward v1.0 (THUDM/ImageReward), z-scored as released",
+    ),
+    "mllm": (
+        "the tiny world's grader over the OpenAI chat-completions protocol (loopback), overall / 10",
+        "GPT-4o (or any OpenAI-compatible model) with the five-aspect rubric, overall / 10",
+    ),
 }
 PAPER_SCALE_KEYS = ("blip_vqa", "detector", "clip_b32")
 
@@ -161,7 +205,7 @@ class MetricSuite:
         return tuple(c for c in COLUMNS if c in self.scorers)
 
     @classmethod
-    def load(cls, columns: Sequence[str] = COLUMNS, device="cpu", sources: dict | None = None) -> "MetricSuite":
+    def load(cls, columns: Sequence[str] = COLUMNS, device="cpu", sources: dict | None = None) -> MetricSuite:
         """The evaluators of the given columns (EVALUATORS says which model scores what).
 
         `sources` overrides a column's model (a folder or hub id; for `mllm` a source string or the
@@ -212,7 +256,7 @@ class MetricSuite:
             fn()
         self._closers = []
 
-    def __enter__(self) -> "MetricSuite":
+    def __enter__(self) -> MetricSuite:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -232,15 +276,25 @@ class MetricSuite:
         return out
 
 
-def summarise_columns(per_image: dict[str, np.ndarray], confidence: float = 0.95, n_boot: int = 2000,
-                      seed: int = 0) -> dict[str, dict]:
+def summarise_columns(
+    per_image: dict[str, np.ndarray], confidence: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> dict[str, dict]:
     """Mean and bootstrap CI of every column over the rows it scored."""
-    return {col: summarise(v[~np.isnan(v)], confidence, n_boot, seed) for col, v in per_image.items()
-            if (~np.isnan(v)).any()}
+    return {
+        col: summarise(v[~np.isnan(v)], confidence, n_boot, seed)
+        for col, v in per_image.items()
+        if (~np.isnan(v)).any()
+    }
 
 
-def generate_rows(model_dir: Path, rows: Sequence[dict], g: GenerationParams, seed: int = 0, device="cpu",
-                  model: T2IModel | None = None) -> tuple[np.ndarray, float]:
+def generate_rows(
+    model_dir: Path,
+    rows: Sequence[dict],
+    g: GenerationParams,
+    seed: int = 0,
+    device="cpu",
+    model: T2IModel | None = None,
+) -> tuple[np.ndarray, float]:
     """Images for evaluation rows: each prompt set is generated (and cached) on its own with seeds
     seed * 100_000 + index within the set, so the CompBench-like images are the very ones the base_model
     stage's report and every other stage generate for the same prompts."""
@@ -249,8 +303,9 @@ def generate_rows(model_dir: Path, rows: Sequence[dict], g: GenerationParams, se
     nfe_total = 0.0
     for name in sets:
         idx = np.array([i for i, r in enumerate(rows) if r["set"] == name])
-        imgs, nfe = generate_cached(model_dir, [rows[i]["prompt"] for i in idx], seeds_for(len(idx), seed), g, device,
-                                    model)
+        imgs, nfe = generate_cached(
+            model_dir, [rows[i]["prompt"] for i in idx], seeds_for(len(idx), seed), g, device, model
+        )
         if out is None:
             out = np.zeros((len(rows), *imgs.shape[1:]), dtype=np.uint8)
         out[idx] = imgs
@@ -258,7 +313,9 @@ def generate_rows(model_dir: Path, rows: Sequence[dict], g: GenerationParams, se
     return out, nfe_total / max(1, len(rows))
 
 
-def select_rows(prompts: str = "table1", per_category: int | None = 100, drawbench_limit: int | None = None) -> list[dict]:
+def select_rows(
+    prompts: str = "table1", per_category: int | None = 100, drawbench_limit: int | None = None
+) -> list[dict]:
     """The rows of a prompt selection: 'table1' (DrawBench-like + CompBench-like), 'drawbench' or 'compbench'."""
     if prompts not in ("table1", "drawbench", "compbench"):
         raise KeyError(f"unknown prompt selection {prompts!r}; choose table1, drawbench or compbench")
@@ -268,10 +325,19 @@ def select_rows(prompts: str = "table1", per_category: int | None = 100, drawben
     return (draw if prompts != "compbench" else []) + (comp if prompts != "drawbench" else [])
 
 
-def evaluate_pipeline(model_dir: Path, prompts: str = "table1", columns: Sequence[str] = COLUMNS,
-                      g: GenerationParams | None = None, seed: int = 0, per_category: int | None = 100,
-                      drawbench_limit: int | None = None, confidence: float = 0.95, n_boot: int = 2000,
-                      device="cpu", sources: dict | None = None) -> dict:
+def evaluate_pipeline(
+    model_dir: Path,
+    prompts: str = "table1",
+    columns: Sequence[str] = COLUMNS,
+    g: GenerationParams | None = None,
+    seed: int = 0,
+    per_category: int | None = 100,
+    drawbench_limit: int | None = None,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    device="cpu",
+    sources: dict | None = None,
+) -> dict:
     """Every column for one pipeline: images with fixed seeds (cached), scored by the evaluators, with CIs."""
     g = g or GenerationParams()
     rows = select_rows(prompts, per_category, drawbench_limit)
@@ -279,18 +345,26 @@ def evaluate_pipeline(model_dir: Path, prompts: str = "table1", columns: Sequenc
     with MetricSuite.load(columns, device, sources) as suite:
         per_image = suite.score(images, rows)
     paper = any(k in (sources or {}) for k in PAPER_SCALE_KEYS)
-    return {"pipeline": paths.display(model_dir), "prompts": prompts, "n_prompts": len(rows), "seed": seed,
-            "per_category": per_category, "nfe_per_image": nfe,
-            "generation": {"num_steps": g.num_steps, "guidance_scale": g.guidance_scale},
-            "columns": summarise_columns(per_image, confidence, n_boot, seed),
-            "evaluators": {c: EVALUATORS[c][1 if paper else 0] for c in columns},
-            "sources": {k: str(v) for k, v in (sources or {}).items() if k != "mllm"}}
+    return {
+        "pipeline": paths.display(model_dir),
+        "prompts": prompts,
+        "n_prompts": len(rows),
+        "seed": seed,
+        "per_category": per_category,
+        "nfe_per_image": nfe,
+        "generation": {"num_steps": g.num_steps, "guidance_scale": g.guidance_scale},
+        "columns": summarise_columns(per_image, confidence, n_boot, seed),
+        "evaluators": {c: EVALUATORS[c][1 if paper else 0] for c in columns},
+        "sources": {k: str(v) for k, v in (sources or {}).items() if k != "mllm"},
+    }
 
 
 def format_table(result: dict) -> str:
     """The columns of an evaluate_pipeline result as aligned text."""
-    lines = [f"{result['pipeline']} on {result['prompts']} ({result['n_prompts']} prompts, "
-             f"{result['nfe_per_image']:.0f} NFE/image)"]
+    lines = [
+        f"{result['pipeline']} on {result['prompts']} ({result['n_prompts']} prompts, "
+        f"{result['nfe_per_image']:.0f} NFE/image)"
+    ]
     for col, v in result["columns"].items():
         lines.append(f"  {col:<13} {v['mean']:8.4f}  [{v['ci_low']:.4f}, {v['ci_high']:.4f}]  n={v['n']}")
     return "\n".join(lines)
@@ -300,8 +374,10 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    ap = argparse.ArgumentParser(prog="python -m replication.evaluate",
-                                 description="Table 1's columns for a text-to-image pipeline (JSON with CIs).")
+    ap = argparse.ArgumentParser(
+        prog="python -m replication.evaluate",
+        description="Table 1's columns for a text-to-image pipeline (JSON with CIs).",
+    )
     ap.add_argument("--pipeline", required=True, help="a diffusers pipeline folder (e.g. models/base)")
     ap.add_argument("--prompts", default="table1", help="table1 (default), drawbench or compbench")
     ap.add_argument("--out", required=True, help="JSON file to write")
@@ -313,8 +389,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--source", action="append", default=[], metavar="COLUMN=MODEL",
-                    help="use another evaluator for a column (folder or hub id), e.g. image_reward=THUDM/ImageReward")
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="COLUMN=MODEL",
+        help="use another evaluator for a column (folder or hub id), e.g. image_reward=THUDM/ImageReward",
+    )
     a = ap.parse_args(argv)
     columns = [c.strip() for c in a.columns.split(",") if c.strip()]
     bad = [c for c in columns if c not in COLUMNS]
@@ -327,8 +408,18 @@ def main(argv=None) -> int:
         print(f"error: {pipeline} is not a diffusers pipeline folder (no model_index.json)", file=sys.stderr)
         return 2
     g = GenerationParams(num_steps=a.steps, guidance_scale=a.guidance)
-    res = evaluate_pipeline(pipeline, a.prompts, columns, g, a.seed, a.per_category, a.drawbench_limit,
-                            n_boot=a.bootstrap, device=a.device, sources=sources)
+    res = evaluate_pipeline(
+        pipeline,
+        a.prompts,
+        columns,
+        g,
+        a.seed,
+        a.per_category,
+        a.drawbench_limit,
+        n_boot=a.bootstrap,
+        device=a.device,
+        sources=sources,
+    )
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
@@ -337,15 +428,29 @@ def main(argv=None) -> int:
     return 0
 
 
-def clip_evaluation(systems: dict[str, Path], prompt_set: str, g: GenerationParams, evaluator, seed: int = 0,
-                    confidence: float = 0.95, n_boot: int = 2000, device="cpu", limit: int | None = None) -> dict:
+def clip_evaluation(
+    systems: dict[str, Path],
+    prompt_set: str,
+    g: GenerationParams,
+    evaluator,
+    seed: int = 0,
+    confidence: float = 0.95,
+    n_boot: int = 2000,
+    device="cpu",
+    limit: int | None = None,
+) -> dict:
     """CLIP score (cosine, the paper's 0-1 scale) of each system on a prompt set, with CIs and paired
     differences against the first system."""
     rows = data.load_prompts(prompt_set)[:limit]
     prompts = [r["prompt"] for r in rows]
     seeds = seeds_for(len(prompts), seed)
-    out: dict = {"prompt_set": prompt_set, "n_prompts": len(prompts), "seed": seed,
-                 "generation": {"num_steps": g.num_steps, "guidance_scale": g.guidance_scale}, "systems": {}}
+    out: dict = {
+        "prompt_set": prompt_set,
+        "n_prompts": len(prompts),
+        "seed": seed,
+        "generation": {"num_steps": g.num_steps, "guidance_scale": g.guidance_scale},
+        "systems": {},
+    }
     per_image = {}
     for name, model_dir in systems.items():
         images, nfe = generate_cached(model_dir, prompts, seeds, g, device)
@@ -355,16 +460,21 @@ def clip_evaluation(systems: dict[str, Path], prompt_set: str, g: GenerationPara
         out["systems"][name] = {
             "clip": summarise(cos, confidence, n_boot, seed),
             "nfe_per_image": nfe,
-            "by_category": {c: round(float(cos[[r.get("category", "all") == c for r in rows]].mean()), 6) for c in cats},
+            "by_category": {
+                c: round(float(cos[[r.get("category", "all") == c for r in rows]].mean()), 6) for c in cats
+            },
         }
+
     def diff(a, b):
-        return {k: (round(v, 6) if isinstance(v, float) else v)
-                for k, v in stats.paired_diff(per_image[a], per_image[b], confidence, n_boot, seed).items()}
+        return {
+            k: (round(v, 6) if isinstance(v, float) else v)
+            for k, v in stats.paired_diff(per_image[a], per_image[b], confidence, n_boot, seed).items()
+        }
 
     names = list(systems)
     out["vs_" + names[0]] = {name: diff(name, names[0]) for name in names[1:]}
     # every other pair too (e.g. SFT sharpening against standard fine-tuning on the same data, Table 1's claim)
-    out["paired"] = {f"{a} - {b}": diff(a, b) for i, a in enumerate(names[1:], 1) for b in names[i + 1:]}
+    out["paired"] = {f"{a} - {b}": diff(a, b) for i, a in enumerate(names[1:], 1) for b in names[i + 1 :]}
     return out
 
 
@@ -389,8 +499,11 @@ def base_model_report(model_dir: Path, g: GenerationParams, per_split: int, devi
         entry["all"] = round(float(score[m].mean()), 4)
         entry["chance"] = round(float(chance[m].mean()), 4)
         report["categories"][cat] = entry
-    report["overall"] = {"score": round(float(score.mean()), 4), "chance": round(float(chance.mean()), 4),
-                         "exact_share": round(float((score == 1).mean()), 4)}
+    report["overall"] = {
+        "score": round(float(score.mean()), 4),
+        "chance": round(float(chance.mean()), 4),
+        "exact_share": round(float((score == 1).mean()), 4),
+    }
     # the latent space's ceiling: parser score of VAE reconstructions of real renders
     model = T2IModel.from_pretrained(model_dir, device=device)
     ds = data.load_image_set("journeydb")

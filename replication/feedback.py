@@ -9,9 +9,9 @@ different guidance scales per side (Pick-a-Pic pairs come from varied samplers);
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +32,10 @@ class PreferencePairs:
     def __post_init__(self):
         n = len(self.prompts)
         if not (len(self.images_a) == len(self.images_b) == len(self.choice) == n):
-            raise ValueError(f"pairs disagree in length: {n} prompts, {len(self.images_a)} a-images, "
-                             f"{len(self.images_b)} b-images, {len(self.choice)} choices")
+            raise ValueError(
+                f"pairs disagree in length: {n} prompts, {len(self.images_a)} a-images, "
+                f"{len(self.images_b)} b-images, {len(self.choice)} choices"
+            )
         self.choice = np.asarray(self.choice, dtype=np.int8)
 
     def __len__(self) -> int:
@@ -47,21 +49,21 @@ class PreferencePairs:
         lose = np.where(a_wins[:, None, None, None], self.images_b[keep], self.images_a[keep])
         return w, lose, [self.prompts[i] for i in keep]
 
-    def subset(self, idx) -> "PreferencePairs":
+    def subset(self, idx) -> PreferencePairs:
         idx = np.asarray(idx)
-        return PreferencePairs([self.prompts[i] for i in idx], self.images_a[idx], self.images_b[idx],
-                               self.choice[idx])
+        return PreferencePairs([self.prompts[i] for i in idx], self.images_a[idx], self.images_b[idx], self.choice[idx])
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:  # a file handle: np.savez would append .npz to other names
-            np.savez(f, prompts=np.array(self.prompts), images_a=self.images_a, images_b=self.images_b,
-                     choice=self.choice)
+            np.savez(
+                f, prompts=np.array(self.prompts), images_a=self.images_a, images_b=self.images_b, choice=self.choice
+            )
         return path
 
     @staticmethod
-    def load(path: str | Path) -> "PreferencePairs":
+    def load(path: str | Path) -> PreferencePairs:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no preference pairs at {path}: run the stage that builds them")
@@ -74,8 +76,15 @@ def _guidance_per_image(n: int, choices: Sequence[float], seed: int) -> np.ndarr
     return np.asarray(choices, dtype=np.float64)[rng.integers(len(choices), size=n)]
 
 
-def generate_images(model, prompts: Sequence[str], seeds: Sequence[int], guidance: Sequence[float],
-                    num_steps: int = 50, batch_size: int = 256, show_progress: bool = False) -> np.ndarray:
+def generate_images(
+    model,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    guidance: Sequence[float],
+    num_steps: int = 50,
+    batch_size: int = 256,
+    show_progress: bool = False,
+) -> np.ndarray:
     """uint8 images, one per (prompt, seed, guidance scale); images sharing a guidance scale are generated
     in one batched call (a sampler's guidance is one number)."""
     from .evaluate import to_uint8
@@ -88,26 +97,47 @@ def generate_images(model, prompts: Sequence[str], seeds: Sequence[int], guidanc
     for cfg in np.unique(guidance):
         idx_all = np.nonzero(guidance == cfg)[0]
         for s in range(0, len(idx_all), batch_size):
-            idx = idx_all[s:s + batch_size]
-            x = model.generate([prompts[i] for i in idx], [int(seeds[i]) for i in idx], num_steps=num_steps,
-                               guidance_scale=float(cfg), batch_size=batch_size)
+            idx = idx_all[s : s + batch_size]
+            x = model.generate(
+                [prompts[i] for i in idx],
+                [int(seeds[i]) for i in idx],
+                num_steps=num_steps,
+                guidance_scale=float(cfg),
+                batch_size=batch_size,
+            )
             out[idx] = to_uint8(x)
             bar.update(len(idx))
     bar.close()
     return out
 
 
-def generate_pairs(model, prompts: Sequence[str], seed: int, num_steps: int = 50,
-                   guidance_scales: tuple[float, float] = (5.0, 5.0), rater: Rater | None = None,
-                   batch_size: int = 256, guidance_choices: Sequence[float] | None = None,
-                   show_progress: bool = False) -> PreferencePairs:
+def generate_pairs(
+    model,
+    prompts: Sequence[str],
+    seed: int,
+    num_steps: int = 50,
+    guidance_scales: tuple[float, float] = (5.0, 5.0),
+    rater: Rater | None = None,
+    batch_size: int = 256,
+    guidance_choices: Sequence[float] | None = None,
+    show_progress: bool = False,
+) -> PreferencePairs:
     """Two images per prompt from `model` (a T2IModel), side a with seed*1_000_003 + 2i and
     guidance_scales[0], side b with seed*1_000_003 + 2i + 1 and guidance_scales[1] (or, with
     `guidance_choices`, a scale drawn per image from them, as Pick-a-Pic's pairs come from varied
     samplers), judged by the rater with a generator seeded by `seed` (deterministic end to end)."""
-    pool = generate_pool(model, prompts, seed, k=2, num_steps=num_steps,
-                         guidance_choices=guidance_choices, guidance_scales=guidance_scales, rater=rater,
-                         batch_size=batch_size, show_progress=show_progress)
+    pool = generate_pool(
+        model,
+        prompts,
+        seed,
+        k=2,
+        num_steps=num_steps,
+        guidance_choices=guidance_choices,
+        guidance_scales=guidance_scales,
+        rater=rater,
+        batch_size=batch_size,
+        show_progress=show_progress,
+    )
     return pool.as_pairs()
 
 
@@ -128,8 +158,10 @@ class FeedbackPool:
     def __post_init__(self):
         n = len(self.prompts) * self.k
         if not (len(self.images) == len(self.guidance) == len(self.ratings) == n):
-            raise ValueError(f"pool disagrees in length: {len(self.prompts)} prompts x k={self.k} but "
-                             f"{len(self.images)} images, {len(self.guidance)} guidance scales, {len(self.ratings)} ratings")
+            raise ValueError(
+                f"pool disagrees in length: {len(self.prompts)} prompts x k={self.k} but "
+                f"{len(self.images)} images, {len(self.guidance)} guidance scales, {len(self.ratings)} ratings"
+            )
         self.pairs = np.asarray(self.pairs, dtype=np.int64).reshape(-1, 2)
         self.choice = np.asarray(self.choice, dtype=np.int8)
 
@@ -141,44 +173,76 @@ class FeedbackPool:
     def __len__(self) -> int:
         return len(self.images)
 
-    def select_prompts(self, idx) -> "FeedbackPool":
+    def select_prompts(self, idx) -> FeedbackPool:
         """The pool restricted to some prompts (their images, pairs and judgements)."""
         idx = np.asarray(idx, dtype=np.int64)
         keep_img = (idx[:, None] * self.k + np.arange(self.k)[None]).reshape(-1)
         new_of_old = np.full(len(self.images), -1)
         new_of_old[keep_img] = np.arange(len(keep_img))
         sel = (new_of_old[self.pairs] >= 0).all(1)
-        return FeedbackPool([self.prompts[i] for i in idx], self.k, self.images[keep_img], self.guidance[keep_img],
-                            new_of_old[self.pairs[sel]], self.choice[sel], self.ratings[keep_img])
+        return FeedbackPool(
+            [self.prompts[i] for i in idx],
+            self.k,
+            self.images[keep_img],
+            self.guidance[keep_img],
+            new_of_old[self.pairs[sel]],
+            self.choice[sel],
+            self.ratings[keep_img],
+        )
 
     def as_pairs(self) -> PreferencePairs:
         """The judged pairs as a PreferencePairs set (images repeated per pair)."""
         p = self.pairs
-        return PreferencePairs([self.prompts[i // self.k] for i in p[:, 0]], self.images[p[:, 0]], self.images[p[:, 1]],
-                               self.choice)
+        return PreferencePairs(
+            [self.prompts[i // self.k] for i in p[:, 0]], self.images[p[:, 0]], self.images[p[:, 1]], self.choice
+        )
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as f:
-            np.savez(f, prompts=np.array(self.prompts), k=np.array(self.k), images=self.images, guidance=self.guidance,
-                     pairs=self.pairs, choice=self.choice, ratings=self.ratings)
+            np.savez(
+                f,
+                prompts=np.array(self.prompts),
+                k=np.array(self.k),
+                images=self.images,
+                guidance=self.guidance,
+                pairs=self.pairs,
+                choice=self.choice,
+                ratings=self.ratings,
+            )
         return path
 
     @staticmethod
-    def load(path: str | Path) -> "FeedbackPool":
+    def load(path: str | Path) -> FeedbackPool:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no feedback pool at {path}: run the `feedback` stage (dvc repro feedback)")
         with np.load(path, allow_pickle=False) as z:
-            return FeedbackPool([str(p) for p in z["prompts"]], int(z["k"]), z["images"], z["guidance"], z["pairs"],
-                                z["choice"], z["ratings"])
+            return FeedbackPool(
+                [str(p) for p in z["prompts"]],
+                int(z["k"]),
+                z["images"],
+                z["guidance"],
+                z["pairs"],
+                z["choice"],
+                z["ratings"],
+            )
 
 
-def generate_pool(model, prompts: Sequence[str], seed: int, k: int = 4, num_steps: int = 50,
-                  guidance_choices: Sequence[float] | None = None, guidance_scales: Sequence[float] | None = None,
-                  rater: Rater | None = None, batch_size: int = 256, all_pairs: bool = True,
-                  show_progress: bool = False) -> FeedbackPool:
+def generate_pool(
+    model,
+    prompts: Sequence[str],
+    seed: int,
+    k: int = 4,
+    num_steps: int = 50,
+    guidance_choices: Sequence[float] | None = None,
+    guidance_scales: Sequence[float] | None = None,
+    rater: Rater | None = None,
+    batch_size: int = 256,
+    all_pairs: bool = True,
+    show_progress: bool = False,
+) -> FeedbackPool:
     """k images per prompt (image j of prompt i: seed seed*1_000_003 + k*i + j; guidance scale
     guidance_scales[j], or drawn per image from `guidance_choices`), every pair of images of a prompt
     judged by the rater (or only consecutive pairs (0,1), (2,3), ... with all_pairs=False), and each image

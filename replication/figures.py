@@ -61,8 +61,12 @@ def read_log(path: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) if r[k] != "" else np.nan for r in rows]) for k in rows[0]}
 
 
-def reward_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = None,
-                 ylabel: str = "training reward (CLIP, 100 x cos)"):
+def reward_curve(
+    runs: dict[str, Path],
+    smoothing: int = 10,
+    title: str | None = None,
+    ylabel: str = "training reward (CLIP, 100 x cos)",
+):
     """Fig. 6: training reward mean +/- std (over the trajectories of each step) against steps."""
     use_style()
     fig, ax = plt.subplots(figsize=(4.2, 2.8))
@@ -88,7 +92,11 @@ def loss_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = N
     palette = [COLORS["sft"], COLORS["standard"], COLORS["rlhf"], COLORS["other"], COLORS["base"]]
     for i, (label, path) in enumerate(runs.items()):
         log = read_log(path)
-        c = COLORS["rlhf" if "rlhf" in label.lower() else "sft"] if "sharpening" in label.lower() else palette[1 + i % 4]
+        c = (
+            COLORS["rlhf" if "rlhf" in label.lower() else "sft"]
+            if "sharpening" in label.lower()
+            else palette[1 + i % 4]
+        )
         ax.plot(log["step"], log[key], color=c, lw=0.5, alpha=0.25)
         ax.plot(log["step"], moving_average(log[key], smoothing), color=c, lw=1.4, label=label)
     ax.set_xlabel("training step")
@@ -117,8 +125,7 @@ def image_grid(images, captions=None, ncols: int = 8, size: float = 1.1):
 
 
 # ----------------------------------------------------------------------------- Fig. 5 (stage fig5)
-METHOD_COLORS = {"demon": "#8e44ad", "free2guide": "#16a085", "inference_scaling": "#d35400",
-                 "best_of_n": "#7f8c8d"}
+METHOD_COLORS = {"demon": "#8e44ad", "free2guide": "#16a085", "inference_scaling": "#d35400", "best_of_n": "#7f8c8d"}
 METHOD_MARKERS = {"demon": "o", "free2guide": "s", "inference_scaling": "^", "best_of_n": "v"}
 
 
@@ -143,13 +150,30 @@ def nfe_curve(res: dict, column: str = "clip", title: str | None = None):
             continue
         v = r["columns"][column]
         c = COLORS["rlhf" if "rlhf" in name else "sft"]
-        ax.errorbar([r["nfe_per_image"]], [v["mean"]], yerr=[[v["mean"] - v["ci_low"]], [v["ci_high"] - v["mean"]]],
-                    fmt="*", ms=10, color=c, capsize=2, lw=1, label=f"{r['label']} (base cost)", zorder=5)
+        ax.errorbar(
+            [r["nfe_per_image"]],
+            [v["mean"]],
+            yerr=[[v["mean"] - v["ci_low"]], [v["ci_high"] - v["mean"]]],
+            fmt="*",
+            ms=10,
+            color=c,
+            capsize=2,
+            lw=1,
+            label=f"{r['label']} (base cost)",
+            zorder=5,
+        )
         ax.axhline(v["mean"], color=c, lw=0.7, ls=":", zorder=1)
     base = res.get("base")
     if base and column in base["columns"]:
-        ax.plot([base["nfe_per_image"]], [base["columns"][column]["mean"]], "D", ms=5, color=COLORS["base"],
-                label="Base model", zorder=4)
+        ax.plot(
+            [base["nfe_per_image"]],
+            [base["columns"][column]["mean"]],
+            "D",
+            ms=5,
+            color=COLORS["base"],
+            label="Base model",
+            zorder=4,
+        )
     ax.set_xscale("log")
     ax.set_xlabel("NFE per image (UNet evaluations, counted)")
     ax.set_ylabel(f"{column.replace('_', ' ')} score" + (" (evaluator CLIP, cosine)" if column == "clip" else ""))

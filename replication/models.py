@@ -14,9 +14,9 @@ sharpening, the baselines and evaluation run the same code at both scales.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -24,8 +24,10 @@ from . import diffusion
 from .world import vocab
 
 # ----------------------------------------------------------------------------- tokenizer
-FILLER_WORDS = ("a an one two three four picture of image showing drawing cartoon on gray white background "
-                "with stripes pattern no and to the left right above below bigger smaller than same color as").split()
+FILLER_WORDS = (
+    "a an one two three four picture of image showing drawing cartoon on gray white background "
+    "with stripes pattern no and to the left right above below bigger smaller than same color as"
+).split()
 
 
 def world_words() -> list[str]:
@@ -109,9 +111,17 @@ class TinyArch:
 
 def sd_scheduler_config() -> dict:
     """Stable Diffusion's DDIM configuration (scaled-linear betas 0.00085..0.012, 1000 steps)."""
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
-                timestep_spacing="leading")
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+        timestep_spacing="leading",
+    )
 
 
 def build_vae(arch: TinyArch):
@@ -119,10 +129,16 @@ def build_vae(arch: TinyArch):
 
     n = len(arch.vae_channels)
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=arch.vae_channels, layers_per_block=1,
-        latent_channels=arch.latent_channels, norm_num_groups=min(16, arch.vae_channels[0]),
-        sample_size=arch.image_size)
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=arch.vae_channels,
+        layers_per_block=1,
+        latent_channels=arch.latent_channels,
+        norm_num_groups=min(16, arch.vae_channels[0]),
+        sample_size=arch.image_size,
+    )
 
 
 def build_unet(arch: TinyArch, cross_attention_dim: int | None = None, **extra):
@@ -131,20 +147,36 @@ def build_unet(arch: TinyArch, cross_attention_dim: int | None = None, **extra):
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in arch.unet_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(arch.unet_attention))
     return UNet2DConditionModel(
-        sample_size=arch.latent_size, in_channels=arch.latent_channels, out_channels=arch.latent_channels,
-        down_block_types=down, up_block_types=up, block_out_channels=arch.unet_channels,
-        layers_per_block=arch.unet_layers, cross_attention_dim=cross_attention_dim or arch.text_width,
-        attention_head_dim=arch.attention_head_dim, norm_num_groups=min(16, arch.unet_channels[0]),
-        mid_block_type="UNetMidBlock2DCrossAttn", **extra)
+        sample_size=arch.latent_size,
+        in_channels=arch.latent_channels,
+        out_channels=arch.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=arch.unet_channels,
+        layers_per_block=arch.unet_layers,
+        cross_attention_dim=cross_attention_dim or arch.text_width,
+        attention_head_dim=arch.attention_head_dim,
+        norm_num_groups=min(16, arch.unet_channels[0]),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        **extra,
+    )
 
 
 def build_text_encoder(arch: TinyArch, vocab_size: int, with_projection: bool = False, projection_dim: int = 32):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=arch.text_width, intermediate_size=2 * arch.text_width,
-                         num_hidden_layers=arch.text_layers, num_attention_heads=arch.text_heads,
-                         max_position_embeddings=arch.max_tokens, projection_dim=projection_dim,
-                         bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=arch.text_width,
+        intermediate_size=2 * arch.text_width,
+        num_hidden_layers=arch.text_layers,
+        num_attention_heads=arch.text_heads,
+        max_position_embeddings=arch.max_tokens,
+        projection_dim=projection_dim,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(cfg)
 
 
@@ -155,9 +187,15 @@ def build_tiny_sd(arch: TinyArch, seed: int = 0):
     torch.manual_seed(seed)
     tokenizer = build_tokenizer(arch.max_tokens)
     return StableDiffusionPipeline(
-        vae=build_vae(arch), text_encoder=build_text_encoder(arch, len(tokenizer)), tokenizer=tokenizer,
-        unet=build_unet(arch), scheduler=DDIMScheduler(**sd_scheduler_config()), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False)
+        vae=build_vae(arch),
+        text_encoder=build_text_encoder(arch, len(tokenizer)),
+        tokenizer=tokenizer,
+        unet=build_unet(arch),
+        scheduler=DDIMScheduler(**sd_scheduler_config()),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def build_tiny_sdxl(arch: TinyArch, seed: int = 0):
@@ -169,12 +207,23 @@ def build_tiny_sdxl(arch: TinyArch, seed: int = 0):
     tok = build_tokenizer(arch.max_tokens)
     te1 = build_text_encoder(arch, len(tok))
     te2 = build_text_encoder(arch, len(tok), with_projection=True, projection_dim=arch.text_width // 2)
-    unet = build_unet(arch, cross_attention_dim=2 * arch.text_width, addition_embed_type="text_time",
-                      addition_time_embed_dim=8,
-                      projection_class_embeddings_input_dim=arch.text_width // 2 + 6 * 8)
-    return StableDiffusionXLPipeline(vae=build_vae(arch), text_encoder=te1, text_encoder_2=te2, tokenizer=tok,
-                                     tokenizer_2=tok, unet=unet, scheduler=DDIMScheduler(**sd_scheduler_config()),
-                                     force_zeros_for_empty_prompt=True)
+    unet = build_unet(
+        arch,
+        cross_attention_dim=2 * arch.text_width,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=arch.text_width // 2 + 6 * 8,
+    )
+    return StableDiffusionXLPipeline(
+        vae=build_vae(arch),
+        text_encoder=te1,
+        text_encoder_2=te2,
+        tokenizer=tok,
+        tokenizer_2=tok,
+        unet=unet,
+        scheduler=DDIMScheduler(**sd_scheduler_config()),
+        force_zeros_for_empty_prompt=True,
+    )
 
 
 def load_pipeline(name_or_path: str | os.PathLike, revision: str | None = None, dtype: torch.dtype | None = None):
@@ -189,7 +238,8 @@ def load_pipeline(name_or_path: str | os.PathLike, revision: str | None = None, 
     if looks_local and not (p / "model_index.json").exists():
         raise FileNotFoundError(
             f"no diffusers pipeline at {p}: run the stage that writes it (e.g. `dvc repro base_model`) "
-            f"or point the parameter at a pipeline folder / hub id")
+            f"or point the parameter at a pipeline folder / hub id"
+        )
     kw = {"torch_dtype": dtype} if dtype is not None else {}
     return DiffusionPipeline.from_pretrained(str(name_or_path), revision=revision, **kw)
 
@@ -205,20 +255,21 @@ class Cond:
     def __len__(self) -> int:
         return self.hidden.shape[0]
 
-    def map(self, fn) -> "Cond":
+    def map(self, fn) -> Cond:
         return Cond(fn(self.hidden), {k: fn(v) for k, v in self.added.items()})
 
-    def repeat_interleave(self, n: int) -> "Cond":
+    def repeat_interleave(self, n: int) -> Cond:
         """Row b*n + i is prompt b (n samples per prompt, prompt-major)."""
         return self.map(lambda x: x.repeat_interleave(n, dim=0))
 
-    def __getitem__(self, idx) -> "Cond":
+    def __getitem__(self, idx) -> Cond:
         return self.map(lambda x: x[idx])
 
     @staticmethod
-    def cat(conds: Sequence["Cond"]) -> "Cond":
-        return Cond(torch.cat([c.hidden for c in conds]),
-                    {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added})
+    def cat(conds: Sequence[Cond]) -> Cond:
+        return Cond(
+            torch.cat([c.hidden for c in conds]), {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added}
+        )
 
 
 class T2IModel:
@@ -240,7 +291,7 @@ class T2IModel:
             m.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, device="cpu", revision=None, dtype=None, **kw) -> "T2IModel":
+    def from_pretrained(cls, name_or_path, device="cpu", revision=None, dtype=None, **kw) -> T2IModel:
         return cls(load_pipeline(name_or_path, revision, dtype), device, **kw)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
@@ -266,8 +317,9 @@ class T2IModel:
     # -- prompts
     def tokenize(self, prompts: Sequence[str], tokenizer=None) -> torch.Tensor:
         tok = tokenizer or self.pipe.tokenizer
-        return tok(list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True,
-                   return_tensors="pt").input_ids.to(self.device)
+        return tok(
+            list(prompts), padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
 
     def encode_prompts(self, prompts: Sequence[str]) -> Cond:
         """Conditioning exactly as the diffusers pipeline computes it (no classifier-free guidance)."""
@@ -275,8 +327,9 @@ class T2IModel:
         if self.kind == "sd":
             return Cond(self.pipe.text_encoder(self.tokenize(prompts))[0])
         with torch.no_grad():
-            emb, _, pooled, _ = self.pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
-                                                        do_classifier_free_guidance=False)
+            emb, _, pooled, _ = self.pipe.encode_prompt(
+                prompts, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
         return Cond(emb, {"text_embeds": pooled, "time_ids": self._time_ids(len(prompts), emb.dtype)})
 
     def encode_uncond(self, n: int) -> Cond:
@@ -291,8 +344,9 @@ class T2IModel:
 
     def _time_ids(self, n: int, dtype) -> torch.Tensor:
         size = (self.image_size, self.image_size)
-        ids = self.pipe._get_add_time_ids(size, (0, 0), size, dtype=dtype,
-                                          text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim)
+        ids = self.pipe._get_add_time_ids(
+            size, (0, 0), size, dtype=dtype, text_encoder_projection_dim=self.pipe.text_encoder_2.config.projection_dim
+        )
         return ids.to(self.device).repeat(n, 1)
 
     # -- denoising
@@ -328,7 +382,9 @@ class T2IModel:
         parts = [self.vae.decode(c, return_dict=False)[0] for c in z.split(self.decode_chunk)]
         return (torch.cat(parts).float() / 2 + 0.5).clamp(0, 1)
 
-    def encode(self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
+    def encode(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True
+    ) -> torch.Tensor:
         """Images in [0, 1] (N, 3, H, W) -> scaled latents (a sample of the posterior, as diffusers trains;
         its mode with sample=False)."""
         mean, std = self.posterior(images)
@@ -339,12 +395,17 @@ class T2IModel:
         dist = self.vae.encode(images.to(self.device, self.vae.dtype) * 2 - 1).latent_dist
         return dist.mean, dist.std
 
-    def posterior_sample(self, mean: torch.Tensor, std: torch.Tensor,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+    def posterior_sample(
+        self, mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """mean + std * (one standard normal of the latent's shape from `generator`, as diffusers' posterior
         `sample` draws it), in the UNet's latent units."""
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype,
-                            device=generator.device if generator is not None else mean.device)
+        noise = torch.randn(
+            mean.shape,
+            generator=generator,
+            dtype=mean.dtype,
+            device=generator.device if generator is not None else mean.device,
+        )
         return self.scale_latents(mean + std * noise.to(mean.device))
 
     def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
@@ -362,11 +423,18 @@ class T2IModel:
         return z.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()
-    def generate_latents(self, prompts: Sequence[str], seeds: Sequence[int], num_steps: int = 50,
-                         guidance_scale: float = 5.0, eta: float = 0.0, batch_size: int = 256) -> torch.Tensor:
+    def generate_latents(
+        self,
+        prompts: Sequence[str],
+        seeds: Sequence[int],
+        num_steps: int = 50,
+        guidance_scale: float = 5.0,
+        eta: float = 0.0,
+        batch_size: int = 256,
+    ) -> torch.Tensor:
         out = []
         for i in range(0, len(prompts), batch_size):
-            p, s = list(prompts[i:i + batch_size]), list(seeds[i:i + batch_size])
+            p, s = list(prompts[i : i + batch_size]), list(seeds[i : i + batch_size])
             eps_fn = self.denoiser(self.encode_prompts(p), guidance_scale)
             gen = torch.Generator().manual_seed(int(s[0]) + 7919) if eta > 0 else None
             out.append(diffusion.sample(eps_fn, self.scheduler, self.initial_latents(s), num_steps, eta, gen))

@@ -16,8 +16,10 @@ def root() -> Path:
         for p in (base, *base.parents):
             if (p / "dvc.yaml").exists() and (p / "params.yaml").exists():
                 return p
-    raise FileNotFoundError("cannot find the repository root (a folder with dvc.yaml and params.yaml); "
-                            "run from inside the repository or set REPLICATION_ROOT")
+    raise FileNotFoundError(
+        "cannot find the repository root (a folder with dvc.yaml and params.yaml); "
+        "run from inside the repository or set REPLICATION_ROOT"
+    )
 
 
 def data() -> Path:

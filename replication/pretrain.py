@@ -40,8 +40,14 @@ class VAETraining:
         # diffusers' private config keys (`_use_default_values` lists a set, in hash order) would make the
         # fingerprint differ between processes, and a finished VAE would be retrained instead of reused
         config = {k: v for k, v in getattr(self.vae, "module", self.vae).config.items() if not k.startswith("_")}
-        return {"method": self.name, "data": self.data.name, "n": len(self.data), "batch_size": self.batch_size,
-                "kl_weight": self.kl_weight, "config": config}
+        return {
+            "method": self.name,
+            "data": self.data.name,
+            "n": len(self.data),
+            "batch_size": self.batch_size,
+            "kl_weight": self.kl_weight,
+            "config": config,
+        }
 
     def loss(self, step: int, gen: torch.Generator):
         dev = next(self.vae.parameters()).device
@@ -79,8 +85,13 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
     pipe = build_tiny_sd(p.arch, seed=p.vae.train.seed)
     runs = paths.checkpoints() / "base_model"
 
-    vae_fit = train(VAETraining(pipe.vae, src, p.vae.train.batch_size, p.vae.kl_weight), p.vae.train,
-                    runs / "vae", paths.train_logs() / "base_vae.csv", show_progress=show_progress)
+    vae_fit = train(
+        VAETraining(pipe.vae, src, p.vae.train.batch_size, p.vae.kl_weight),
+        p.vae.train,
+        runs / "vae",
+        paths.train_logs() / "base_vae.csv",
+        show_progress=show_progress,
+    )
     from diffusers import AutoencoderKL
 
     pipe.vae = AutoencoderKL.from_pretrained(vae_fit["final"])
@@ -88,14 +99,35 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
     pipe.vae.register_to_config(scaling_factor=scale)
 
     model = T2IModel(pipe)
-    method = StandardFinetune(model, src, p.unet.train.batch_size, cond_dropout=p.unet.cond_dropout,
-                              train_text_encoder=True,
-                              fingerprint={"vae": file_digest(Path(vae_fit["final"])), "scale": scale,
-                                           "arch": vars(p.arch), "data": p.dataset})
+    method = StandardFinetune(
+        model,
+        src,
+        p.unet.train.batch_size,
+        cond_dropout=p.unet.cond_dropout,
+        train_text_encoder=True,
+        fingerprint={
+            "vae": file_digest(Path(vae_fit["final"])),
+            "scale": scale,
+            "arch": vars(p.arch),
+            "data": p.dataset,
+        },
+    )
     method.name = "base-unet"
-    fit = train(method, p.unet.train, runs / "unet", paths.train_logs() / "base_unet.csv", out_dir=out_dir,
-                show_progress=show_progress)
-    return {"vae_scaling_factor": scale, "vae_steps": vae_fit["steps"], "unet_steps": fit["steps"],
-            "parameters": {"unet": sum(x.numel() for x in pipe.unet.parameters()),
-                           "vae": sum(x.numel() for x in pipe.vae.parameters()),
-                           "text_encoder": sum(x.numel() for x in pipe.text_encoder.parameters())}}
+    fit = train(
+        method,
+        p.unet.train,
+        runs / "unet",
+        paths.train_logs() / "base_unet.csv",
+        out_dir=out_dir,
+        show_progress=show_progress,
+    )
+    return {
+        "vae_scaling_factor": scale,
+        "vae_steps": vae_fit["steps"],
+        "unet_steps": fit["steps"],
+        "parameters": {
+            "unet": sum(x.numel() for x in pipe.unet.parameters()),
+            "vae": sum(x.numel() for x in pipe.vae.parameters()),
+            "text_encoder": sum(x.numel() for x in pipe.text_encoder.parameters()),
+        },
+    }

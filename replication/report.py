@@ -27,8 +27,12 @@ def clip_table(report: dict) -> pd.DataFrame:
     for role, r in report.items():
         ret = r.get("retrieval_heldout")
         if ret:
-            out[role] = {"image->text top-1": ret["image_to_text_top1"], "text->image top-1": ret["text_to_image_top1"],
-                         "chance": ret["chance"], "train pairs": r["train_pairs"]}
+            out[role] = {
+                "image->text top-1": ret["image_to_text_top1"],
+                "text->image top-1": ret["text_to_image_top1"],
+                "chance": ret["chance"],
+                "train pairs": r["train_pairs"],
+            }
         else:
             out[role] = {"source": r.get("source")}
     return pd.DataFrame(out).T
@@ -39,8 +43,11 @@ def eval_table(res: dict) -> pd.DataFrame:
     diffs = res.get(f"vs_{base}", {})
     rows = {}
     for name, r in res["systems"].items():
-        rows[name] = {"CLIP score (95% CI)": _ci(r["clip"]), "NFE / image": r["nfe_per_image"],
-                      "paired difference (95% CI)": f"{name} - {base}: {_ci(diffs[name])}" if name in diffs else ""}
+        rows[name] = {
+            "CLIP score (95% CI)": _ci(r["clip"]),
+            "NFE / image": r["nfe_per_image"],
+            "paired difference (95% CI)": f"{name} - {base}: {_ci(diffs[name])}" if name in diffs else "",
+        }
     for pair, d in res.get("paired", {}).items():
         rows[pair] = {"CLIP score (95% CI)": "", "NFE / image": "", "paired difference (95% CI)": f"{pair}: {_ci(d)}"}
     return pd.DataFrame(rows).T
@@ -60,8 +67,9 @@ def sample_figure(p: Params, model_dir: str, n: int = 16, prompt_set: str = "dra
     """Images of the first n prompts of a set (cached generation, fixed seeds)."""
     rows = data.load_prompts(prompt_set)[:n]
     prompts = [r["prompt"] for r in rows]
-    images, _ = evaluate.generate_cached(paths.resolve(model_dir), prompts, evaluate.seeds_for(n, 0),
-                                         p.evaluate.generation)
+    images, _ = evaluate.generate_cached(
+        paths.resolve(model_dir), prompts, evaluate.seeds_for(n, 0), p.evaluate.generation
+    )
     return figures.image_grid(images, prompts)
 
 
@@ -70,8 +78,11 @@ __all__ = ["base_model_table", "clip_table", "eval_table", "training_curve", "sa
 
 def feedback_table(report: dict) -> pd.DataFrame:
     """The judged sets of stage feedback: sizes, ties, noise ceiling."""
-    rows = {name: {k: v for k, v in r.items() if not isinstance(v, dict)} for name, r in report.items()
-            if isinstance(r, dict) and name in ("pickapic", "pool")}
+    rows = {
+        name: {k: v for k, v in r.items() if not isinstance(v, dict)}
+        for name, r in report.items()
+        if isinstance(r, dict) and name in ("pickapic", "pool")
+    }
     return pd.DataFrame(rows).T
 
 
@@ -99,8 +110,10 @@ def rewards_table(report: dict) -> pd.DataFrame:
 
 def metrics_table(res: dict) -> pd.DataFrame:
     """Every Table-1 column of one pipeline with its CI and the model that scored it."""
-    rows = {col: {"mean (95% CI)": _ci(v), "n": v["n"], "evaluator": res.get("evaluators", {}).get(col, "")}
-            for col, v in res["columns"].items()}
+    rows = {
+        col: {"mean (95% CI)": _ci(v), "n": v["n"], "evaluator": res.get("evaluators", {}).get(col, "")}
+        for col, v in res["columns"].items()
+    }
     return pd.DataFrame(rows).T
 
 
@@ -122,8 +135,10 @@ def nfe_table(res: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame
     rows["Base model"] = row(res["base"])
     for name, m in res["methods"].items():
         for q in m["points"]:
-            rows[f"{m['label']} x{q['budget_multiple']:g}"] = {**row(q), "verifier calls / image":
-                                                               round(q["verifier_images_per_image"], 1)}
+            rows[f"{m['label']} x{q['budget_multiple']:g}"] = {
+                **row(q),
+                "verifier calls / image": round(q["verifier_images_per_image"], 1),
+            }
     for name, r in res["sharpened"].items():
         rows[r["label"]] = row(r)
     return pd.DataFrame(rows).T
@@ -133,8 +148,18 @@ def nfe_table(res: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame
 # The README's results section is rendered from the committed result files by `python -m replication.report readme`
 # (`make repro` runs it after the tiny profile), and tests/test_readme.py checks that it is current: every number in
 # it is one the pipeline produced. The paper's numbers next to ours are copied from the paper (PAPER.md, section 4).
-PAPER_SDXL = {"clip": 0.322, "color": 0.6369, "shape": 0.5408, "texture": 0.5637, "spatial": 0.2032,
-              "non_spatial": 0.3110, "complex": 0.4091, "aesthetic": 5.531, "image_reward": 0.780, "mllm": 0.780}
+PAPER_SDXL = {
+    "clip": 0.322,
+    "color": 0.6369,
+    "shape": 0.5408,
+    "texture": 0.5637,
+    "spatial": 0.2032,
+    "non_spatial": 0.3110,
+    "complex": 0.4091,
+    "aesthetic": 5.531,
+    "image_reward": 0.780,
+    "mllm": 0.780,
+}
 BEGIN, END = "<!-- results:begin (python -m replication.report readme) -->", "<!-- results:end -->"
 
 
@@ -142,8 +167,10 @@ def _md(df: pd.DataFrame) -> str:
     cols = [str(c) for c in df.columns]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for idx, row in df.iterrows():
-        cells = ["" if v is None or (isinstance(v, float) and v != v) else
-                 (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in row.tolist()]
+        cells = [
+            "" if v is None or (isinstance(v, float) and v != v) else (f"{v:.4g}" if isinstance(v, float) else str(v))
+            for v in row.tolist()
+        ]
         lines.append(f"| {idx} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -165,39 +192,70 @@ def readme_block() -> str:
     base = _load("base_model_report.json")
     if base:
         df = base_model_table(base)
-        out += ["**Base model** (`base_model`): exact scene-parser score of its images (50 DDIM steps, CFG 5) per "
-                "CompBench-like category, on compositions seen in training and held out, against chance "
-                f"(a random image of the world). Ceilings: renders {base['ceiling']['renders']}, renders through "
-                f"the VAE {base['ceiling']['vae_reconstructions']}.", "", _md(df.round(3)), ""]
+        out += [
+            "**Base model** (`base_model`): exact scene-parser score of its images (50 DDIM steps, CFG 5) per "
+            "CompBench-like category, on compositions seen in training and held out, against chance "
+            f"(a random image of the world). Ceilings: renders {base['ceiling']['renders']}, renders through "
+            f"the VAE {base['ceiling']['vae_reconstructions']}.",
+            "",
+            _md(df.round(3)),
+            "",
+        ]
     clip = _load("clip_report.json")
     if clip:
-        out += ["**CLIP reward and evaluator** (`clip`): held-out top-1 retrieval among 100 candidates.", "",
-                _md(clip_table(clip).drop(columns=["train pairs"], errors="ignore").round(3)), ""]
+        out += [
+            "**CLIP reward and evaluator** (`clip`): held-out top-1 retrieval among 100 candidates.",
+            "",
+            _md(clip_table(clip).drop(columns=["train pairs"], errors="ignore").round(3)),
+            "",
+        ]
     rew = _load("rewards_report.json")
     if rew:
-        out += ["**Learned rewards** (`rewards`): held-out pairwise accuracy of each preference model and of the "
-                "CLIP it starts from (the noise ceiling: how often the rater's noiseless utility agrees with its own "
-                "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.", "",
-                _md(reward_summary(rew)), ""]
+        out += [
+            "**Learned rewards** (`rewards`): held-out pairwise accuracy of each preference model and of the "
+            "CLIP it starts from (the noise ceiling: how often the rater's noiseless utility agrees with its own "
+            "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.",
+            "",
+            _md(reward_summary(rew)),
+            "",
+        ]
     bm = _load("base_model.json")
     if bm:
-        rows = {c: {"tiny world (ours)": _ci_md(v), "SDXL (paper)": PAPER_SDXL.get(c, ""),
-                    "evaluated by": bm["evaluators"].get(c, "")} for c, v in bm["columns"].items()}
-        out += ["**Table 1, base-model row** (`evaluate_base`): every column with a 95% bootstrap CI, next to the "
-                "paper's SDXL row. Scales differ by construction (our CLIP is a tiny model; aesthetic is the "
-                "rater's 1-10 scale; ImageReward is z-scored on base-model images); compare orderings, not values.",
-                "", _md(pd.DataFrame(rows).T), ""]
+        rows = {
+            c: {
+                "tiny world (ours)": _ci_md(v),
+                "SDXL (paper)": PAPER_SDXL.get(c, ""),
+                "evaluated by": bm["evaluators"].get(c, ""),
+            }
+            for c, v in bm["columns"].items()
+        }
+        out += [
+            "**Table 1, base-model row** (`evaluate_base`): every column with a 95% bootstrap CI, next to the "
+            "paper's SDXL row. Scales differ by construction (our CLIP is a tiny model; aesthetic is the "
+            "rater's 1-10 scale; ImageReward is z-scored on base-model images); compare orderings, not values.",
+            "",
+            _md(pd.DataFrame(rows).T),
+            "",
+        ]
     ev = _load("eval_clip.json")
     if ev:
-        out += ["**Sharpened models, standard fine-tuning and the base model** (`evaluate`): CLIP score (evaluator "
-                f"CLIP, cosine) on the {ev['n_prompts']} DrawBench-like prompts, paired differences with a 95% CI.", "",
-                _md(eval_table(ev)), ""]
+        out += [
+            "**Sharpened models, standard fine-tuning and the base model** (`evaluate`): CLIP score (evaluator "
+            f"CLIP, cosine) on the {ev['n_prompts']} DrawBench-like prompts, paired differences with a 95% CI.",
+            "",
+            _md(eval_table(ev)),
+            "",
+        ]
     sweep = _load("nfe_sweep.json")
     if sweep:
-        out += [f"**Fig. 5** (`nfe_sweep`): CLIP score against NFE per image on {sweep['settings']['n_prompts']} "
-                f"DrawBench-like prompts (base cost {sweep['settings']['base_cost']} NFE: "
-                f"{sweep['settings']['num_steps']} DDIM steps x 2 for guidance).", "",
-                _md(nfe_table(sweep, ("clip",))), ""]
+        out += [
+            f"**Fig. 5** (`nfe_sweep`): CLIP score against NFE per image on {sweep['settings']['n_prompts']} "
+            f"DrawBench-like prompts (base cost {sweep['settings']['base_cost']} NFE: "
+            f"{sweep['settings']['num_steps']} DDIM steps x 2 for guidance).",
+            "",
+            _md(nfe_table(sweep, ("clip",))),
+            "",
+        ]
     verdicts = claims()
     if verdicts:
         out += ["**Does the paper's claim hold here?** (each sentence is computed from the result files above)", ""]
@@ -205,14 +263,23 @@ def readme_block() -> str:
     comp = _load("compute.json")
     if comp:
         m = comp["machine"]
-        out += [f"**Compute** (`results/compute.json`): wall time of each stage of the last `dvc repro` on the "
-                f"`{comp['profile']}` profile, from papermill's record, on {m['cpu_count']} CPU cores "
-                f"({m['gpu'] or 'no GPU'}, torch {m['torch']}).", "", _md(compute_table(comp)), ""]
+        out += [
+            f"**Compute** (`results/compute.json`): wall time of each stage of the last `dvc repro` on the "
+            f"`{comp['profile']}` profile, from papermill's record, on {m['cpu_count']} CPU cores "
+            f"({m['gpu'] or 'no GPU'}, torch {m['torch']}).",
+            "",
+            _md(compute_table(comp)),
+            "",
+        ]
     ft = training_table()
     if ft is not None:
-        out += ["**Fine-tuning runs** (one stage each): training cost and the logged training reward (first and "
-                "last 10% of the steps; each method's own reward, so rows are not comparable with each other).", "",
-                _md(ft), ""]
+        out += [
+            "**Fine-tuning runs** (one stage each): training cost and the logged training reward (first and "
+            "last 10% of the steps; each method's own reward, so rows are not comparable with each other).",
+            "",
+            _md(ft),
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -225,8 +292,11 @@ def _diff_verdict(d: dict) -> str:
 
 
 # Table 1's CLIP scores of the fine-tuned systems the evaluate stage scores (the base model's: PAPER_SDXL["clip"])
-PAPER_CLIP = {"sft_sharpening": ("SFT-DS", 0.334), "rlhf_sharpening": ("RLHF-DS", 0.338),
-              "standard_finetune": ("standard fine-tuning", 0.325)}
+PAPER_CLIP = {
+    "sft_sharpening": ("SFT-DS", 0.334),
+    "rlhf_sharpening": ("RLHF-DS", 0.338),
+    "standard_finetune": ("standard fine-tuning", 0.325),
+}
 
 
 def claims() -> list[str]:
@@ -234,8 +304,10 @@ def claims() -> list[str]:
     import csv
 
     out = []
-    logs = {label: paths.train_logs() / f"{run}.csv" for run, label in (("sft_sharpening", "SFT-DS"),
-                                                                         ("rlhf_sharpening", "RLHF-DS"))}
+    logs = {
+        label: paths.train_logs() / f"{run}.csv"
+        for run, label in (("sft_sharpening", "SFT-DS"), ("rlhf_sharpening", "RLHF-DS"))
+    }
     parts = []
     for label, path in logs.items():
         if not path.exists():
@@ -246,46 +318,69 @@ def claims() -> list[str]:
         m0, m1 = (sum(float(r["reward_mean"]) for r in rows) / k for rows in (log[:k], log[-k:]))
         s0, s1 = (sum(float(r["reward_std"]) for r in rows) / k for rows in (log[:k], log[-k:]))
         holds = m1 > m0 and s1 < s0
-        parts.append(f"{label}: mean {m0:.1f} -> {m1:.1f}, std {s0:.1f} -> {s1:.1f} over {len(log)} steps "
-                     f"({'holds' if holds else 'does not hold'})")
+        parts.append(
+            f"{label}: mean {m0:.1f} -> {m1:.1f}, std {s0:.1f} -> {s1:.1f} over {len(log)} steps "
+            f"({'holds' if holds else 'does not hold'})"
+        )
     if parts:
-        out.append("Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
-                   "steps): " + "; ".join(parts) + ".")
+        out.append(
+            "Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
+            "steps): " + "; ".join(parts) + "."
+        )
     ev = _load("eval_clip.json") or {}
     for name, d in ev.get("vs_base", {}).items():
         if name in PAPER_CLIP:
             label, value = PAPER_CLIP[name]
-            out.append(f"Table 1, '{label} beats the base model on CLIP score': {label} - base = {_ci_md(d)} on "
-                       f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs {PAPER_SDXL['clip']}).")
+            out.append(
+                f"Table 1, '{label} beats the base model on CLIP score': {label} - base = {_ci_md(d)} on "
+                f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs {PAPER_SDXL['clip']})."
+            )
     d = ev.get("paired", {}).get("sft_sharpening - standard_finetune")
     if d:
-        out.append(f"Table 1 and Fig. 4, 'SFT-DS beats standard fine-tuning on the same data': SFT-DS - standard = "
-                   f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: {PAPER_CLIP['sft_sharpening'][1]} vs "
-                   f"{PAPER_CLIP['standard_finetune'][1]}).")
+        out.append(
+            f"Table 1 and Fig. 4, 'SFT-DS beats standard fine-tuning on the same data': SFT-DS - standard = "
+            f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: {PAPER_CLIP['sft_sharpening'][1]} vs "
+            f"{PAPER_CLIP['standard_finetune'][1]})."
+        )
     sweep = _load("nfe_sweep.json")
     if sweep and sweep.get("methods"):
-        best = max(((q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"]) for m in sweep["methods"].values()
-                    for q in m["points"]), key=lambda x: x[0])
-        rising = [m["label"] for m in sweep["methods"].values()
-                  if m["points"][-1]["columns"]["clip"]["mean"] > m["points"][0]["columns"]["clip"]["mean"]]
-        out.append(f"Fig. 5, 'inference-time methods buy CLIP score with NFEs': it rises from the base cost to the "
-                   f"largest budget for {len(rising)} of {len(sweep['methods'])} methods; the best is "
-                   f"{best[1]} at {best[2]:.0f} NFE with {best[0]:.3f} (base model {sweep['base']['columns']['clip']['mean']:.3f}).")
+        best = max(
+            (
+                (q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"])
+                for m in sweep["methods"].values()
+                for q in m["points"]
+            ),
+            key=lambda x: x[0],
+        )
+        rising = [
+            m["label"]
+            for m in sweep["methods"].values()
+            if m["points"][-1]["columns"]["clip"]["mean"] > m["points"][0]["columns"]["clip"]["mean"]
+        ]
+        out.append(
+            f"Fig. 5, 'inference-time methods buy CLIP score with NFEs': it rises from the base cost to the "
+            f"largest budget for {len(rising)} of {len(sweep['methods'])} methods; the best is "
+            f"{best[1]} at {best[2]:.0f} NFE with {best[0]:.3f} (base model {sweep['base']['columns']['clip']['mean']:.3f})."
+        )
         for name, r in sweep.get("sharpened", {}).items():
             v, d = r["columns"]["clip"], r["vs_base"]["clip"]
             above = v["mean"] > best[0]
-            out.append(f"Fig. 5, '{r['label']} at the base cost ({r['nfe_per_image']:.0f} NFE) is above the "
-                       f"inference-time methods': {v['mean']:.3f}, {'above' if above else 'below'} the best of them "
-                       f"({'holds' if above else 'does not hold'}); against the base model {_diff_verdict(d)} "
-                       f"({_ci_md(d)}).")
+            out.append(
+                f"Fig. 5, '{r['label']} at the base cost ({r['nfe_per_image']:.0f} NFE) is above the "
+                f"inference-time methods': {v['mean']:.3f}, {'above' if above else 'below'} the best of them "
+                f"({'holds' if above else 'does not hold'}); against the base model {_diff_verdict(d)} "
+                f"({_ci_md(d)})."
+            )
     base = _load("base_model_report.json")
     if base:
         cats = base["categories"]
         above = [c for c, v in cats.items() if v["all"] > v["chance"]]
-        out.append(f"Base model, 'clearly better than chance and clearly imperfect on composition': above chance on "
-                   f"{len(above)} of {len(cats)} categories, overall parser score {base['overall']['score']:.3f} "
-                   f"(chance {base['overall']['chance']:.3f}, renders 1.0), exact on "
-                   f"{base['overall']['exact_share']:.0%} of prompts.")
+        out.append(
+            f"Base model, 'clearly better than chance and clearly imperfect on composition': above chance on "
+            f"{len(above)} of {len(cats)} categories, overall parser score {base['overall']['score']:.3f} "
+            f"(chance {base['overall']['chance']:.3f}, renders 1.0), exact on "
+            f"{base['overall']['exact_share']:.0%} of prompts."
+        )
     return out
 
 
@@ -304,9 +399,13 @@ def reward_summary(rew: dict) -> pd.DataFrame:
                 rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "n": v["n"]}
                 continue
             start = next(k for k in res if k not in ("model", "noise_ceiling"))
-            rows[f"{name}: {test}"] = {"test": test, "model": res["model"]["accuracy"],
-                                       "starting CLIP": res[start]["accuracy"],
-                                       "noise ceiling": res.get("noise_ceiling"), "n": res["model"]["n"]}
+            rows[f"{name}: {test}"] = {
+                "test": test,
+                "model": res["model"]["accuracy"],
+                "starting CLIP": res[start]["accuracy"],
+                "noise ceiling": res.get("noise_ceiling"),
+                "n": res["model"]["n"],
+            }
     return pd.DataFrame(rows).T.reindex(columns=["test", "model", "starting CLIP", "noise ceiling", "n"])
 
 
@@ -314,8 +413,16 @@ def training_table() -> pd.DataFrame | None:
     """Per fine-tuning run: steps, training NFEs, and the training reward at the start and at the end."""
     import csv
 
-    runs = ["sft_sharpening", "rlhf_sharpening", "standard_finetune", "diffusion_dpo", "ddpo", "d3po", "iterpo",
-            "draft"]
+    runs = [
+        "sft_sharpening",
+        "rlhf_sharpening",
+        "standard_finetune",
+        "diffusion_dpo",
+        "ddpo",
+        "d3po",
+        "iterpo",
+        "draft",
+    ]
     rows = {}
     for name in runs:
         path = paths.train_logs() / f"{name}.csv"
@@ -324,8 +431,11 @@ def training_table() -> pd.DataFrame | None:
         with path.open() as f:
             log = list(csv.DictReader(f))
         k = max(1, len(log) // 10)
-        row = {"steps": len(log), "train NFE / step": round(sum(float(r["nfe"]) for r in log) / len(log)),
-               "final loss (last 10%)": round(sum(float(r["loss"]) for r in log[-k:]) / k, 4)}
+        row = {
+            "steps": len(log),
+            "train NFE / step": round(sum(float(r["nfe"]) for r in log) / len(log)),
+            "final loss (last 10%)": round(sum(float(r["loss"]) for r in log[-k:]) / k, 4),
+        }
         if "reward_mean" in log[0]:
             row["reward, first 10%"] = round(sum(float(r["reward_mean"]) for r in log[:k]) / k, 3)
             row["reward, last 10%"] = round(sum(float(r["reward_mean"]) for r in log[-k:]) / k, 3)
@@ -355,10 +465,13 @@ def compute_report() -> dict:
     if missing:
         raise FileNotFoundError(f"no executed notebook for stage(s) {missing}: run `dvc repro` first")
     profiles = {st.get("params", {}).get("params.yaml", {}).get("profile") for st in lock.get("stages", {}).values()}
-    return {"profile": "/".join(sorted(str(p) for p in profiles - {None})) or None, "stages": seconds,
-            "order": list(seconds),  # pipeline order (the JSON file sorts its keys)
-            "total_seconds": round(sum(seconds.values()), 1),
-            "machine": machine_info()}
+    return {
+        "profile": "/".join(sorted(str(p) for p in profiles - {None})) or None,
+        "stages": seconds,
+        "order": list(seconds),  # pipeline order (the JSON file sorts its keys)
+        "total_seconds": round(sum(seconds.values()), 1),
+        "machine": machine_info(),
+    }
 
 
 def machine_info(device=None) -> dict:
@@ -371,17 +484,28 @@ def machine_info(device=None) -> dict:
     import transformers
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
 
 
 def compute_table(comp: dict) -> pd.DataFrame:
-    rows = {name: {"minutes": round(comp["stages"][name] / 60, 1),
-                   "share": f"{comp['stages'][name] / comp['total_seconds']:.0%}"}
-            for name in comp.get("order", comp["stages"])}
+    rows = {
+        name: {
+            "minutes": round(comp["stages"][name] / 60, 1),
+            "share": f"{comp['stages'][name] / comp['total_seconds']:.0%}",
+        }
+        for name in comp.get("order", comp["stages"])
+    }
     rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
     return pd.DataFrame(rows).T
 
@@ -412,6 +536,8 @@ if __name__ == "__main__":
         write_json(paths.results() / "compute.json", comp)
         print(f"results/compute.json: {comp['total_seconds'] / 60:.1f} minutes over {len(comp['stages'])} stages")
     else:
-        print("usage: python -m replication.report readme    rewrite README.md's results block from results/\n"
-              "       python -m replication.report compute   write results/compute.json from executed/ (after dvc repro)")
+        print(
+            "usage: python -m replication.report readme    rewrite README.md's results block from results/\n"
+            "       python -m replication.report compute   write results/compute.json from executed/ (after dvc repro)"
+        )
         raise SystemExit(2)

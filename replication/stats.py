@@ -13,8 +13,13 @@ def mean_ci(x, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> d
     rng = np.random.default_rng(seed)
     boots = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(1)
     a = (1 - confidence) / 2
-    return {"mean": float(x.mean()), "ci_low": float(np.quantile(boots, a)), "ci_high": float(np.quantile(boots, 1 - a)),
-            "n": int(x.size), "confidence": confidence}
+    return {
+        "mean": float(x.mean()),
+        "ci_low": float(np.quantile(boots, a)),
+        "ci_high": float(np.quantile(boots, 1 - a)),
+        "n": int(x.size),
+        "confidence": confidence,
+    }
 
 
 def paired_diff(a, b, confidence: float = 0.95, n_boot: int = 2000, seed: int = 0) -> dict:

@@ -136,8 +136,14 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainParams) -> torch.
     them: for the tiny model's 360 tensors an optimiser step drops from about 14 ms to 3 ms on 2 CPU cores, which is
     6-10% of a base-model or CLIP training step. Same update rule; rounding differs in the last bits."""
     fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps,
-                             weight_decay=cfg.weight_decay, fused=fused)
+    return torch.optim.AdamW(
+        params,
+        lr=cfg.lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
+        weight_decay=cfg.weight_decay,
+        fused=fused,
+    )
 
 
 class MetricsLog:
@@ -177,8 +183,16 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
-def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_dir: Path | None = None,
-          keep_checkpoints: bool = False, show_progress: bool = True, stop_after: int | None = None) -> dict:
+def train(
+    method: Method,
+    cfg: TrainParams,
+    run_dir: Path,
+    log_path: Path,
+    out_dir: Path | None = None,
+    keep_checkpoints: bool = False,
+    show_progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train `method` for cfg.steps optimiser steps; resume from run_dir if a matching checkpoint exists.
 
     The result is saved to `run_dir/final` and linked into `out_dir` (if given). `stop_after`
@@ -197,13 +211,18 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
         return {"steps": cfg.steps, "done": True, "seconds": 0.0, "log": str(log_path), "final": str(final)}
 
     if cfg.grad_accum > 1 and getattr(method, "one_batch_per_step", False):
-        raise ValueError(f"{method.name} draws one share of its sampled round per optimiser step, so "
-                         f"train.grad_accum > 1 would repeat the same samples; set train.grad_accum: 1 and raise "
-                         f"train.batch_size instead")
+        raise ValueError(
+            f"{method.name} draws one share of its sampled round per optimiser step, so "
+            f"train.grad_accum > 1 would repeat the same samples; set train.grad_accum: 1 and raise "
+            f"train.batch_size instead"
+        )
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
-    acc = Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available())
+    acc = Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
     mods = method.modules()
     if cfg.gradient_checkpointing:
         for m in mods.values():
@@ -222,7 +241,7 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
     names = list(mods)
     prepared = acc.prepare(*mods.values(), opt, sched)
     method.bind(dict(zip(names, prepared[: len(names)])))
-    opt, sched = prepared[len(names):]
+    opt, sched = prepared[len(names) :]
     if callable(getattr(method, "state_dict", None)) and callable(getattr(method, "load_state_dict", None)):
         acc.register_for_checkpointing(method)
 
@@ -246,21 +265,21 @@ def train(method: Method, cfg: TrainParams, run_dir: Path, log_path: Path, out_d
     main = acc.is_main_process
     log = MetricsLog(run_dir / "metrics.csv", keep_until=start) if main else None  # survives `dvc repro`
 
-    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=not (show_progress and main),
-               mininterval=3.0)
+    bar = tqdm(total=cfg.steps, initial=start, desc=method.name, disable=not (show_progress and main), mininterval=3.0)
     t0 = time.time()
     last_step = start
     for step in range(start + 1, cfg.steps + 1):
         gen = step_generator(cfg.seed, step, acc.process_index)
         totals: dict[str, float] = {}
-        for micro in range(cfg.grad_accum):
+        for _ in range(cfg.grad_accum):
             with acc.accumulate(*prepared[: len(names)]):
                 loss, metrics = method.loss(step, gen)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
                         f"{method.name}: loss is {loss.item()} at step {step}. Lower the learning rate "
                         f"(train.lr={cfg.lr}) or enable gradient clipping (train.max_grad_norm); the last good "
-                        f"checkpoint is kept in {run_dir} and a rerun resumes from it.")
+                        f"checkpoint is kept in {run_dir} and a rerun resumes from it."
+                    )
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm > 0:
                     gnorm = acc.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -327,4 +346,3 @@ def _publish(final: Path, out_dir: Path | None) -> None:
     except OSError:  # another filesystem: copy
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.copytree(final, out_dir)
-

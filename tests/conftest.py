@@ -34,8 +34,15 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def micro_arch() -> TinyArch:
     """The smallest architecture of the tiny family: seconds to build, milliseconds per step."""
-    return TinyArch(vae_channels=(8, 16, 16), unet_channels=(16, 32, 32), unet_attention=(False, True, True),
-                    text_width=32, text_layers=1, text_heads=2, attention_head_dim=8)
+    return TinyArch(
+        vae_channels=(8, 16, 16),
+        unet_channels=(16, 32, 32),
+        unet_attention=(False, True, True),
+        text_width=32,
+        text_layers=1,
+        text_heads=2,
+        attention_head_dim=8,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from replication.models import build_tokenizer
-from replication.rewards.compbench import (BlipVQA, CompBenchScorer, Detector, noun_phrases, position_score,
-                                           relation_objects)
+from replication.rewards.compbench import (
+    BlipVQA,
+    CompBenchScorer,
+    Detector,
+    noun_phrases,
+    position_score,
+    relation_objects,
+)
 
 
 def test_prompt_splitting_follows_compbench_templates():
@@ -30,24 +36,52 @@ def test_position_rule():
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from transformers import (BlipConfig, BlipForQuestionAnswering, OwlViTConfig, OwlViTForObjectDetection)
+    from transformers import BlipConfig, BlipForQuestionAnswering, OwlViTConfig, OwlViTForObjectDetection
 
     d = tmp_path_factory.mktemp("compbench")
     tok = build_tokenizer(max_length=16)
     torch.manual_seed(0)
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                max_position_embeddings=16, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                eos_token_id=tok.eos_token_id, sep_token_id=tok.eos_token_id)
-    vqa = BlipForQuestionAnswering(BlipConfig(
-        text_config={**text, "encoder_hidden_size": 32},
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8)))
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        sep_token_id=tok.eos_token_id,
+    )
+    vqa = BlipForQuestionAnswering(
+        BlipConfig(
+            text_config={**text, "encoder_hidden_size": 32},
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=8,
+            ),
+        )
+    )
     vqa.save_pretrained(str(d / "vqa"))
     tok.save_pretrained(str(d / "vqa"))
-    owl = OwlViTForObjectDetection(OwlViTConfig(
-        text_config={**text, "max_position_embeddings": 16},
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8), projection_dim=32))
+    owl = OwlViTForObjectDetection(
+        OwlViTConfig(
+            text_config={**text, "max_position_embeddings": 16},
+            vision_config=dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=8,
+            ),
+            projection_dim=32,
+        )
+    )
     owl.save_pretrained(str(d / "owl"))
     tok.save_pretrained(str(d / "owl"))
     return d

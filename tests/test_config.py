@@ -106,31 +106,46 @@ def test_unknown_key_names_path_and_valid_keys(repo_root):
     assert "'sharpening'" in msg and "sft_sharpening" in msg and "base_model" in msg
 
 
-@pytest.mark.parametrize("override, path, words", [
-    ({"sft_sharpening": {"n": "3"}}, "sft_sharpening.n", "whole number"),
-    ({"sft_sharpening": {"n": 3.5}}, "sft_sharpening.n", "whole number"),
-    ({"sft_sharpening": {"n": True}}, "sft_sharpening.n", "whole number"),
-    ({"sft_sharpening": {"train": {"lr": "fast"}}}, "sft_sharpening.train.lr", "must be a number"),
-    ({"evaluate": {"confidence": [0.9]}}, "evaluate.confidence", "must be a number"),
-    ({"sft_sharpening": {"train": {"gradient_checkpointing": 1}}}, "sft_sharpening.train.gradient_checkpointing",
-     "true or false"),
-    ({"sft_sharpening": {"train": {"gradient_checkpointing": "yes"}}},
-     "sft_sharpening.train.gradient_checkpointing", "true or false"),
-    ({"evaluate": {"systems": "base"}}, "evaluate.systems", "must be a list"),
-    ({"evaluate": {"systems": ["base", 3]}}, "evaluate.systems[1]", "must be a string"),
-    ({"clip": {"reward": 5}}, "clip.reward", "must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "override, path, words",
+    [
+        ({"sft_sharpening": {"n": "3"}}, "sft_sharpening.n", "whole number"),
+        ({"sft_sharpening": {"n": 3.5}}, "sft_sharpening.n", "whole number"),
+        ({"sft_sharpening": {"n": True}}, "sft_sharpening.n", "whole number"),
+        ({"sft_sharpening": {"train": {"lr": "fast"}}}, "sft_sharpening.train.lr", "must be a number"),
+        ({"evaluate": {"confidence": [0.9]}}, "evaluate.confidence", "must be a number"),
+        (
+            {"sft_sharpening": {"train": {"gradient_checkpointing": 1}}},
+            "sft_sharpening.train.gradient_checkpointing",
+            "true or false",
+        ),
+        (
+            {"sft_sharpening": {"train": {"gradient_checkpointing": "yes"}}},
+            "sft_sharpening.train.gradient_checkpointing",
+            "true or false",
+        ),
+        ({"evaluate": {"systems": "base"}}, "evaluate.systems", "must be a list"),
+        ({"evaluate": {"systems": ["base", 3]}}, "evaluate.systems[1]", "must be a string"),
+        ({"clip": {"reward": 5}}, "clip.reward", "must be a mapping"),
+    ],
+)
 def test_wrong_types(repo_root, override, path, words):
     msg = error_of(path=repo_root / "params.yaml", overrides=override)
     assert f"'{path}'" in msg and words in msg, msg
 
 
-@pytest.mark.parametrize("override, path, choices", [
-    ({"sft_sharpening": {"aggregate": "max"}}, "sft_sharpening.aggregate", ("'sum'", "'mean'")),
-    ({"sft_sharpening": {"x0": "exact"}}, "sft_sharpening.x0", ("'tweedie'", "'ode'")),
-    ({"sft_sharpening": {"train": {"mixed_precision": "fp32"}}}, "sft_sharpening.train.mixed_precision",
-     ("'no'", "'fp16'", "'bf16'")),
-])
+@pytest.mark.parametrize(
+    "override, path, choices",
+    [
+        ({"sft_sharpening": {"aggregate": "max"}}, "sft_sharpening.aggregate", ("'sum'", "'mean'")),
+        ({"sft_sharpening": {"x0": "exact"}}, "sft_sharpening.x0", ("'tweedie'", "'ode'")),
+        (
+            {"sft_sharpening": {"train": {"mixed_precision": "fp32"}}},
+            "sft_sharpening.train.mixed_precision",
+            ("'no'", "'fp16'", "'bf16'"),
+        ),
+    ],
+)
 def test_bad_literal(repo_root, override, path, choices):
     msg = error_of(path=repo_root / "params.yaml", overrides=override)
     assert f"'{path}'" in msg and all(c in msg for c in choices), msg
@@ -186,7 +201,10 @@ def test_profile_overrides_merge_key_by_key(repo_root):
     smoke = config.load(repo_root / "params.yaml", profile="smoke")
     ev = smoke.clip.evaluator
     assert (ev.train.steps, ev.train.batch_size, ev.train.checkpoint_every) == (
-        over["steps"], over["batch_size"], over["checkpoint_every"])
+        over["steps"],
+        over["batch_size"],
+        over["checkpoint_every"],
+    )
     assert ev.train.steps != tiny.clip.evaluator.train.steps
     assert ev.train.seed == 1  # the evaluator's own seed survives the override of its train section
     assert ev.arch.layers == 4  # and so does its architecture
@@ -202,8 +220,9 @@ def test_profile_overrides_merge_key_by_key(repo_root):
 
 
 def test_overrides_apply_last(repo_root):
-    p = config.load(repo_root / "params.yaml", profile="smoke",
-                    overrides={"sft_sharpening": {"n": 5, "train": {"steps": 2}}})
+    p = config.load(
+        repo_root / "params.yaml", profile="smoke", overrides={"sft_sharpening": {"n": 5, "train": {"steps": 2}}}
+    )
     assert p.sft_sharpening.n == 5 and p.sft_sharpening.train.steps == 2
     smoke = config.load(repo_root / "params.yaml", profile="smoke")
     assert p.sft_sharpening.train.batch_size == smoke.sft_sharpening.train.batch_size  # merged under it
@@ -212,7 +231,8 @@ def test_overrides_apply_last(repo_root):
 
 def test_yaml_exponent_without_dot_is_a_float(tmp_path, params_text):
     text = params_text.replace("lr: 1.0e-4, adam_beta1", "lr: 1e-4, adam_beta1", 1).replace(
-        "kl_weight: 1.0e-6", "kl_weight: 1e-6")
+        "kl_weight: 1.0e-6", "kl_weight: 1e-6"
+    )
     assert text.count("1e-4") == 1 and "kl_weight: 1e-6" in text
     raw = yaml.safe_load(text)
     assert raw["sft_sharpening"]["train"]["lr"] == "1e-4"  # PyYAML reads it as a string
@@ -232,8 +252,11 @@ def test_set_profile_rewrites_only_the_profile_line(tmp_path, params_text):
     assert len(old_lines) == len(new_lines)
     changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
     assert len(changed) == 1 and new_lines[changed[0]] == "profile: smoke\n"
-    assert sum(line.lstrip().startswith("#") for line in new_lines) == sum(
-        line.lstrip().startswith("#") for line in old_lines) > 0
+    assert (
+        sum(line.lstrip().startswith("#") for line in new_lines)
+        == sum(line.lstrip().startswith("#") for line in old_lines)
+        > 0
+    )
     assert config.load(p).profile == "smoke"
     assert config.load(p) == config.load(p, profile="smoke")
     config.set_profile("tiny", p)
@@ -259,8 +282,14 @@ def test_set_profile_rejects_unknown(tmp_path, params_text):
 
 def test_cli_check(repo_root):
     env = {**os.environ, "REPLICATION_ROOT": str(repo_root)}
-    r = subprocess.run([sys.executable, "-m", "replication.config", "check"], cwd=repo_root, env=env,
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "replication.config", "check"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)
 

@@ -18,8 +18,14 @@ import yaml
 from replication import data as D
 from replication.world import Scene, Spec, parse_prompt, score, vocab
 
-DVC_ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+DVC_ENV = {
+    **os.environ,
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+}
 
 
 # ----------------------------------------------------------------------------- DVC's directory hash
@@ -141,8 +147,12 @@ def test_prompt_set_sizes(contents):
     assert Counter(r["category"] for r in db) == {c: k for c, (_, k) in D.DRAWBENCH.items()}
     cb = contents["compbench"]
     per = Counter((r["category"], r["split"]) for r in cb)
-    expected = {(c, s): D.COMPBENCH_PER_SPLIT for c in vocab.CATEGORIES for s in ("seen", "heldout")
-                if (c, s) != ("shape", "heldout")}
+    expected = {
+        (c, s): D.COMPBENCH_PER_SPLIT
+        for c in vocab.CATEGORIES
+        for s in ("seen", "heldout")
+        if (c, s) != ("shape", "heldout")
+    }
     assert per == expected
     assert {r["category"] for r in cb} == set(vocab.CATEGORIES) and len(cb) == 1300
     pool = contents["rlhf_pool"]

@@ -31,8 +31,10 @@ def rand(*shape, seed=0, dtype=torch.float32):
 
 def abar(scheduler, t, like):
     """alpha-bar straight from the scheduler's table (independent of diffusion.alpha_bar)."""
-    vals = [float(scheduler.alphas_cumprod[i]) if i >= 0 else float(scheduler.final_alpha_cumprod)
-            for i in torch.as_tensor(t).reshape(-1).tolist()]
+    vals = [
+        float(scheduler.alphas_cumprod[i]) if i >= 0 else float(scheduler.final_alpha_cumprod)
+        for i in torch.as_tensor(t).reshape(-1).tolist()
+    ]
     return torch.tensor(vals, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
@@ -105,10 +107,11 @@ def test_ddim_step_vector_timesteps_equal_per_sample_calls(variant, eta):
     x, out, noise = (rand(len(t), 4, 8, 8, seed=s) for s in (10, 11, 12))
     batched = D.ddim_step(sched, out, t, x, t_prev, eta=eta, noise=noise)
     for i in range(len(t)):
-        one = D.ddim_step(sched, out[i:i + 1], int(t[i]), x[i:i + 1], int(t_prev[i]), eta=eta,
-                          noise=noise[i:i + 1])
+        one = D.ddim_step(
+            sched, out[i : i + 1], int(t[i]), x[i : i + 1], int(t_prev[i]), eta=eta, noise=noise[i : i + 1]
+        )
         for name in ("prev", "x0", "eps", "mean", "std"):
-            torch.testing.assert_close(getattr(batched, name)[i:i + 1], getattr(one, name), atol=1e-6, rtol=0)
+            torch.testing.assert_close(getattr(batched, name)[i : i + 1], getattr(one, name), atol=1e-6, rtol=0)
     # the per-sample entries really differ (a broadcasting bug that used t[0] everywhere would not)
     assert len({round(float(v), 6) for v in D.alpha_bar(sched, t)}) == len(t)
 
@@ -123,7 +126,9 @@ def test_diffusers_step_rejects_vector_timesteps():
     with pytest.raises(RuntimeError, match="ambiguous"):
         sched.step(out, torch.tensor([801, 601, 401]), x)
     # ours accepts it
-    assert D.ddim_step(sched, out, torch.tensor([801, 601, 401]), x, torch.tensor([601, 401, 201])).prev.shape == x.shape
+    assert (
+        D.ddim_step(sched, out, torch.tensor([801, 601, 401]), x, torch.tensor([601, 401, 201])).prev.shape == x.shape
+    )
 
 
 # ----------------------------------------------------------------------------- forward process
@@ -135,8 +140,9 @@ def test_add_noise_equals_diffusers(variant):
     ref = sched.add_noise(x0, eps, t)
     torch.testing.assert_close(D.add_noise(sched, x0, eps, t), ref, atol=1e-6, rtol=0)
     # a scalar t is broadcast to every sample
-    torch.testing.assert_close(D.add_noise(sched, x0, eps, 500), sched.add_noise(x0, eps, torch.full((5,), 500)),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        D.add_noise(sched, x0, eps, 500), sched.add_noise(x0, eps, torch.full((5,), 500)), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("kind", PREDICTION_TYPES)
@@ -169,8 +175,10 @@ def test_alpha_bar_final_for_negative_t():
     for one in (False, True):
         sched = make_scheduler(set_alpha_to_one=one)
         got = D.alpha_bar(sched, torch.tensor([-1, -200, 0, 999]))
-        want = torch.tensor([1.0 if one else float(sched.alphas_cumprod[0])] * 2
-                            + [float(sched.alphas_cumprod[0]), float(sched.alphas_cumprod[999])])
+        want = torch.tensor(
+            [1.0 if one else float(sched.alphas_cumprod[0])] * 2
+            + [float(sched.alphas_cumprod[0]), float(sched.alphas_cumprod[999])]
+        )
         torch.testing.assert_close(got, want)
 
 
@@ -237,11 +245,12 @@ def test_predict_x0_ode_integrates_gaussian_flow():
     exact = sig * x / (a * sig**2 + 1 - a).sqrt()
 
     def rel(e):
-        return ((e - exact).flatten(1).norm(dim=1) / exact.flatten(1).norm(dim=1))
+        return (e - exact).flatten(1).norm(dim=1) / exact.flatten(1).norm(dim=1)
 
     errs = [rel(D.predict_x0(eps_fn, sched, x, t, "ode", ode_steps=n)) for n in (1, 4, 16, 64)]
-    torch.testing.assert_close(D.predict_x0(eps_fn, sched, x, t, "tweedie"),
-                               a.sqrt() * sig**2 * x / (a * sig**2 + 1 - a))
+    torch.testing.assert_close(
+        D.predict_x0(eps_fn, sched, x, t, "tweedie"), a.sqrt() * sig**2 * x / (a * sig**2 + 1 - a)
+    )
     for lo, hi in zip(errs[1:], errs[:-1]):
         assert torch.all(lo < hi)
     assert torch.all(errs[-1] < 0.06) and torch.all(errs[0] > 0.3)
@@ -259,8 +268,9 @@ def test_rollout_caps_carries_and_uses_stride():
         tr = D.rollout(fn, sched, x_t, t, m, s)
     assert tr.t.shape == (m, len(t)) and tr.x.shape == (m, *x_t.shape)
     assert torch.equal(tr.t, torch.tensor([[900, 150, 30, 200], [800, 50, 0, 100], [700, 0, 0, 0]]))
-    assert torch.equal(tr.valid, torch.tensor([[True, True, True, True], [True, True, False, True],
-                                               [True, False, False, True]]))
+    assert torch.equal(
+        tr.valid, torch.tensor([[True, True, True, True], [True, True, False, True], [True, False, False, True]])
+    )
     assert torch.equal(tr.valid, torch.arange(m)[:, None] < torch.clamp(1 + t // s, max=m)[None])
     assert fn.calls == m and all(torch.equal(c, tr.t[k]) for k, c in enumerate(fn.ts))
     assert torch.equal(tr.x[0], x_t)
@@ -340,12 +350,14 @@ def test_sample_reproduces_stock_sd_pipeline(micro_sd, guidance):
     latents = rand(2, *micro_sd.latent_shape, seed=11)
     pipe = micro_sd.pipe
     pipe.set_progress_bar_config(disable=True)
-    ref = pipe(prompts, num_inference_steps=5, guidance_scale=guidance, latents=latents.clone(),
-               output_type="latent").images
+    ref = pipe(
+        prompts, num_inference_steps=5, guidance_scale=guidance, latents=latents.clone(), output_type="latent"
+    ).images
     micro_sd.nfe.reset()
     with torch.no_grad():
-        ours = D.sample(micro_sd.denoiser(micro_sd.encode_prompts(prompts), guidance), micro_sd.scheduler,
-                        latents.clone(), 5)
+        ours = D.sample(
+            micro_sd.denoiser(micro_sd.encode_prompts(prompts), guidance), micro_sd.scheduler, latents.clone(), 5
+        )
     assert ours.shape == ref.shape
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
     assert micro_sd.nfe.evals == 5 * 2 * (2 if guidance != 1.0 else 1)
@@ -384,8 +396,9 @@ def test_sample_start_and_callback():
 @pytest.mark.parametrize("guidance,expected", [(5.0, 24), (1.0, 12)])
 def test_nfe_counter_counts_generation(micro_sd, guidance, expected):
     micro_sd.nfe.reset()
-    micro_sd.generate_latents(["a red circle", "a blue square", "two green triangles"], [0, 1, 2], num_steps=4,
-                              guidance_scale=guidance)
+    micro_sd.generate_latents(
+        ["a red circle", "a blue square", "two green triangles"], [0, 1, 2], num_steps=4, guidance_scale=guidance
+    )
     assert micro_sd.nfe.evals == expected
     assert micro_sd.nfe.calls == 4
     assert micro_sd.nfe.per_image(3) == expected / 3
@@ -430,9 +443,25 @@ def test_recorded_log_probs_equal_recomputed_ones_on_policy():
     tr = D.sample_with_log_probs(eps_fn, sched, rand(2, 4, 8, 8, seed=6), num_steps=5, eta=1.0, generator=gen)
     steps = len(tr.timesteps)
     assert tr.latents.shape[0] == steps + 1 and tr.log_probs.shape == (steps, 2)
-    again = D.step_log_prob(eps_fn, sched, tr.latents[:-1].flatten(0, 1), tr.timesteps.repeat_interleave(2),
-                            tr.latents[1:].flatten(0, 1), D.stride(sched, 5), eta=1.0).view(steps, 2)
+    again = D.step_log_prob(
+        eps_fn,
+        sched,
+        tr.latents[:-1].flatten(0, 1),
+        tr.timesteps.repeat_interleave(2),
+        tr.latents[1:].flatten(0, 1),
+        D.stride(sched, 5),
+        eta=1.0,
+    ).view(steps, 2)
     torch.testing.assert_close(again, tr.log_probs, rtol=1e-5, atol=1e-5)
-    assert not torch.allclose(D.step_log_prob(lambda x, t: eps_fn(x, t) + 0.3, sched, tr.latents[:-1].flatten(0, 1),
-                                              tr.timesteps.repeat_interleave(2), tr.latents[1:].flatten(0, 1),
-                                              D.stride(sched, 5), eta=1.0).view(steps, 2), tr.log_probs)
+    assert not torch.allclose(
+        D.step_log_prob(
+            lambda x, t: eps_fn(x, t) + 0.3,
+            sched,
+            tr.latents[:-1].flatten(0, 1),
+            tr.timesteps.repeat_interleave(2),
+            tr.latents[1:].flatten(0, 1),
+            D.stride(sched, 5),
+            eta=1.0,
+        ).view(steps, 2),
+        tr.log_probs,
+    )

@@ -49,17 +49,22 @@ def test_suite_scores_every_column_where_it_applies(micro_sd_dir, evaluators):
     images, nfe = evaluate.generate_rows(micro_sd_dir, rows, g, seed=0)
     assert images.shape == (16, 32, 32, 3) and nfe == 4
     comp = [i for i, r in enumerate(rows) if r["set"] == "compbench"]
-    cached, _ = evaluate.generate_cached(micro_sd_dir, [rows[i]["prompt"] for i in comp],
-                                         evaluate.seeds_for(len(comp), 0), g)
+    cached, _ = evaluate.generate_cached(
+        micro_sd_dir, [rows[i]["prompt"] for i in comp], evaluate.seeds_for(len(comp), 0), g
+    )
     assert np.array_equal(cached, images[comp]), "each prompt set keeps its own seeds (shared cache)"
     with evaluate.MetricSuite.load(evaluate.COLUMNS, sources=evaluators) as suite:
         per_image = suite.score(images, rows)
     for col in evaluate.COLUMNS:
         mask = evaluate.applies(col, rows)
         assert np.isfinite(per_image[col][mask]).all() and np.isnan(per_image[col][~mask]).all(), col
-    assert np.array_equal(per_image["color"][evaluate.applies("color", rows)],
-                          evaluate.parser_scores(images[evaluate.applies("color", rows)],
-                                                 [r["spec"] for r, m in zip(rows, evaluate.applies("color", rows)) if m]))
+    assert np.array_equal(
+        per_image["color"][evaluate.applies("color", rows)],
+        evaluate.parser_scores(
+            images[evaluate.applies("color", rows)],
+            [r["spec"] for r, m in zip(rows, evaluate.applies("color", rows)) if m],
+        ),
+    )
     mllm = per_image["mllm"][evaluate.applies("mllm", rows)]
     assert ((0 <= mllm) & (mllm <= 1)).all()
     summary = evaluate.summarise_columns(per_image, n_boot=100)
@@ -69,9 +74,29 @@ def test_suite_scores_every_column_where_it_applies(micro_sd_dir, evaluators):
 
 def test_cli_writes_json_with_confidence_intervals(micro_sd_dir, evaluators, tmp_path):
     out = tmp_path / "res.json"
-    cmd = [sys.executable, "-m", "replication.evaluate", "--pipeline", str(micro_sd_dir), "--prompts", "table1",
-           "--out", str(out), "--columns", "clip,color,spatial,mllm", "--per-category", "1", "--drawbench-limit", "2",
-           "--steps", "2", "--bootstrap", "50", "--source", f"clip={evaluators['clip']}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "replication.evaluate",
+        "--pipeline",
+        str(micro_sd_dir),
+        "--prompts",
+        "table1",
+        "--out",
+        str(out),
+        "--columns",
+        "clip,color,spatial,mllm",
+        "--per-category",
+        "1",
+        "--drawbench-limit",
+        "2",
+        "--steps",
+        "2",
+        "--bootstrap",
+        "50",
+        "--source",
+        f"clip={evaluators['clip']}",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     res = json.loads(out.read_text())
@@ -80,7 +105,6 @@ def test_cli_writes_json_with_confidence_intervals(micro_sd_dir, evaluators, tmp
         assert {"mean", "ci_low", "ci_high", "n"} <= set(v)
     assert res["columns"]["clip"]["n"] == 2 and res["columns"]["color"]["n"] == 2
     assert "parser" in res["evaluators"]["color"] and "clip" in r.stdout
-
 
 
 def test_cli_errors_name_the_fix(micro_sd_dir, tmp_path, capsys):
@@ -108,8 +132,9 @@ def test_clip_evaluation_pairs_every_system(monkeypatch):
             return images.mean(dim=(1, 2, 3)) + noise
 
     monkeypatch.setattr(evaluate, "generate_cached", fake_generate)
-    res = evaluate.clip_evaluation({k: k for k in shift}, "drawbench", GenerationParams(num_steps=3), Evaluator(),
-                                   n_boot=200, limit=40)
+    res = evaluate.clip_evaluation(
+        {k: k for k in shift}, "drawbench", GenerationParams(num_steps=3), Evaluator(), n_boot=200, limit=40
+    )
     assert set(res["vs_base"]) == {"a", "b"} and set(res["paired"]) == {"a - b"}
     d = res["paired"]["a - b"]
     assert d["mean"] == pytest.approx(0.1 / 2.55, abs=2e-3) and d["ci_low"] == pytest.approx(d["mean"], abs=1e-6)

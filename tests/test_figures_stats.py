@@ -29,10 +29,16 @@ def test_nfe_figure_files_are_byte_identical_across_reruns(tmp_path):
     def col(v):
         return {"clip": {"mean": v, "ci_low": v - 0.01, "ci_high": v + 0.01}}
 
-    res = {"base": {"nfe_per_image": 40, "columns": col(0.60)},
-           "methods": {"demon": {"label": "Demon", "points": [{"nfe_per_image": n, "columns": col(0.6 + n / 1e5)}
-                                                               for n in (40, 400, 4000)]}},
-           "sharpened": {"rlhf_sharpening": {"label": "RLHF-DS", "nfe_per_image": 40, "columns": col(0.63)}}}
+    res = {
+        "base": {"nfe_per_image": 40, "columns": col(0.60)},
+        "methods": {
+            "demon": {
+                "label": "Demon",
+                "points": [{"nfe_per_image": n, "columns": col(0.6 + n / 1e5)} for n in (40, 400, 4000)],
+            }
+        },
+        "sharpened": {"rlhf_sharpening": {"label": "RLHF-DS", "nfe_per_image": 40, "columns": col(0.63)}},
+    }
     a = figures.save(figures.nfe_curve(res), "fig5", tmp_path / "a")
     b = figures.save(figures.nfe_curve(res), "fig5", tmp_path / "b")
     assert [p.suffix for p in a] == [".pdf", ".png"]

@@ -23,8 +23,13 @@ STAGE = "standard_finetune"
 def scratch(repo_root, tmp_path, micro_sd_dir):
     if not (repo_root / "data" / "manifest.json").exists():
         pytest.fail("data/ is missing: run `make data` (make test does it first)")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=repo_root,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dst = tmp_path / "repo"
     for f in files:
         if (repo_root / f).is_file():
@@ -41,8 +46,13 @@ def scratch(repo_root, tmp_path, micro_sd_dir):
 
 
 def env_for(root: Path) -> dict:
-    return {**os.environ, "REPLICATION_ROOT": str(root), "DVC_NO_ANALYTICS": "1", "OMP_NUM_THREADS": "1",
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return {
+        **os.environ,
+        "REPLICATION_ROOT": str(root),
+        "DVC_NO_ANALYTICS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
 
 
 def unet_weights(root: Path) -> dict:
@@ -54,11 +64,19 @@ def unet_weights(root: Path) -> dict:
 def test_sigkill_then_dvc_repro_resumes_to_the_uninterrupted_weights(scratch):
     env = env_for(scratch)
     run_dir = scratch / ".checkpoints" / STAGE
-    proc = subprocess.Popen(["dvc", "repro", "-s", STAGE], cwd=scratch, env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        ["dvc", "repro", "-s", STAGE],
+        cwd=scratch,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.time() + 240
     while not list(run_dir.glob("step-*")):
-        assert proc.poll() is None, "the stage ended before its first checkpoint:\n" + proc.stdout.read().decode()[-3000:]
+        assert proc.poll() is None, (
+            "the stage ended before its first checkpoint:\n" + proc.stdout.read().decode()[-3000:]
+        )
         assert time.time() < deadline, "no checkpoint within 240 s"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # papermill, the kernel and dvc: the whole process group
@@ -76,8 +94,9 @@ def test_sigkill_then_dvc_repro_resumes_to_the_uninterrupted_weights(scratch):
 
     # the same stage, uninterrupted, in a fresh process
     shutil.rmtree(run_dir)
-    fresh = subprocess.run([sys.executable, "-m", "replication.stages", STAGE], cwd=scratch, env=env,
-                           capture_output=True, text=True)
+    fresh = subprocess.run(
+        [sys.executable, "-m", "replication.stages", STAGE], cwd=scratch, env=env, capture_output=True, text=True
+    )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert "resumed" not in fresh.stdout + fresh.stderr
     uninterrupted = unet_weights(scratch)

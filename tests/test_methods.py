@@ -80,8 +80,11 @@ def test_rlhf_loss_variants_equal_their_formulas():
     pw, pl, rw, rl = (mean_valid(v.detach()) for v in (mse_w, mse_l, ref_w, ref_l))
     z = beta * ((rw - pw) - (rl - pl))
     z_official = beta * ((ref_w[0] - pw) - (ref_l[0] - pl))  # the reference read at the first step only
-    cases = {"paper": (-F.logsigmoid(z - margin)).mean(), "dpo": (-F.logsigmoid(z)).mean(),
-             "official": (-F.logsigmoid(z_official) + margin).mean()}
+    cases = {
+        "paper": (-F.logsigmoid(z - margin)).mean(),
+        "dpo": (-F.logsigmoid(z)).mean(),
+        "official": (-F.logsigmoid(z_official) + margin).mean(),
+    }
     for variant, want in cases.items():
         loss, got_z = rlhf_loss(variant, mse_w, mse_l, ref_w, ref_l, valid, valid, margin, beta)
         torch.testing.assert_close(loss, want, msg=variant)
@@ -92,8 +95,9 @@ def test_rlhf_loss_variants_equal_their_formulas():
 
 def grads_of(variant, margin, ref_w=None, ref_l=None):
     mse_w, mse_l, rw, rl, valid, _ = rlhf_case()
-    loss, _ = rlhf_loss(variant, mse_w, mse_l, rw if ref_w is None else ref_w, rl if ref_l is None else ref_l,
-                        valid, valid, margin, 3.0)
+    loss, _ = rlhf_loss(
+        variant, mse_w, mse_l, rw if ref_w is None else ref_w, rl if ref_l is None else ref_l, valid, valid, margin, 3.0
+    )
     loss.backward()
     return torch.cat([mse_w.grad.flatten(), mse_l.grad.flatten()])
 
@@ -118,7 +122,9 @@ def test_official_reads_the_reference_at_the_first_step_only():
     torch.testing.assert_close(grads_of("official", margin, flat_w, flat_l), grads_of("dpo", margin, flat_w, flat_l))
     moved_w = flat_w.clone()
     moved_w[1, 0] += 1.0
-    torch.testing.assert_close(grads_of("official", margin, moved_w, flat_l), grads_of("official", margin, flat_w, flat_l))
+    torch.testing.assert_close(
+        grads_of("official", margin, moved_w, flat_l), grads_of("official", margin, flat_w, flat_l)
+    )
     assert not torch.allclose(grads_of("dpo", margin, moved_w, flat_l), grads_of("dpo", margin, flat_w, flat_l))
 
 
@@ -179,23 +185,46 @@ def build(name: str, model: T2IModel, source, pairs, lora: LoraSpec | None = Non
     if name == "sft_sharpening":
         return SFTSharpening(model, redness, source, 4, SharpeningSpec(n=3, m=2), lora=lora)
     if name == "rlhf_sharpening":
-        return RLHFSharpening(model, redness, prompts, 4, SharpeningSpec(n=3, m=2, x0="ode", ode_steps=2),
-                              RLHFSpec(beta=50.0, gen_steps=4), lora=lora)
+        return RLHFSharpening(
+            model,
+            redness,
+            prompts,
+            4,
+            SharpeningSpec(n=3, m=2, x0="ode", ode_steps=2),
+            RLHFSpec(beta=50.0, gen_steps=4),
+            lora=lora,
+        )
     if name == "diffusion_dpo":
         return DiffusionDPO(model, pairs, 4, beta=50.0, lora=lora)
     if name == "ddpo":
-        return DDPO(model, redness, prompts, 4, DDPOSpec(sample_steps=4, images_per_prompt=2, clip_range=1.0,
-                                                            updates_per_sample=updates),
-                    lora=lora)
+        return DDPO(
+            model,
+            redness,
+            prompts,
+            4,
+            DDPOSpec(sample_steps=4, images_per_prompt=2, clip_range=1.0, updates_per_sample=updates),
+            lora=lora,
+        )
     if name == "d3po":
-        return D3PO(model, prompts, 4, D3POSpec(sample_steps=4, beta=1.0, ratio_clip=0.5, updates_per_sample=updates), rater=RednessRater(),
-                    lora=lora)
+        return D3PO(
+            model,
+            prompts,
+            4,
+            D3POSpec(sample_steps=4, beta=1.0, ratio_clip=0.5, updates_per_sample=updates),
+            rater=RednessRater(),
+            lora=lora,
+        )
     if name == "draft":
         return RewardBackprop(model, redness, prompts, 4, BackpropSpec(k=2, sample_steps=4), lora=lora)
     if name == "iterpo":
-        return IterPO(model, [(redness, 1.0)], prompts, 4,
-                      BackpropSpec(mode="refl", objective="hinge", margin=5.0, stop_range=2, sample_steps=4),
-                      lora=lora)
+        return IterPO(
+            model,
+            [(redness, 1.0)],
+            prompts,
+            4,
+            BackpropSpec(mode="refl", objective="hinge", margin=5.0, stop_range=2, sample_steps=4),
+            lora=lora,
+        )
     raise KeyError(name)
 
 
@@ -204,10 +233,15 @@ def transition_log_probs(model: T2IModel, buf: dict, rows: torch.Tensor, spec) -
     steps, n = buf["latents"].shape[0] - 1, len(rows)
     prompts = [buf["prompts"][int(r) % len(buf["prompts"])] for r in rows]
     cond = model.encode_prompts(prompts * steps)
-    lp = diffusion.step_log_prob(model.denoiser(cond, spec.guidance), model.scheduler,
-                                 buf["latents"][:-1, rows].flatten(0, 1), buf["timesteps"].repeat_interleave(n),
-                                 buf["latents"][1:, rows].flatten(0, 1),
-                                 diffusion.stride(model.scheduler, spec.sample_steps), spec.eta)
+    lp = diffusion.step_log_prob(
+        model.denoiser(cond, spec.guidance),
+        model.scheduler,
+        buf["latents"][:-1, rows].flatten(0, 1),
+        buf["timesteps"].repeat_interleave(n),
+        buf["latents"][1:, rows].flatten(0, 1),
+        diffusion.stride(model.scheduler, spec.sample_steps),
+        spec.eta,
+    )
     return lp.view(steps, n).sum(0)
 
 
@@ -228,20 +262,37 @@ def probe(name: str, method, start: T2IModel, pairs_data: PreferencePairs) -> fl
             fit = {}
             for who, m in (("policy", model), ("start", start)):
                 for side, pick in (("best", rows + ex.scores.argmax(1)), ("worst", rows + ex.scores.argmin(1))):
-                    tr = diffusion.rollout(m.denoiser(ex.cond[pick]), m.scheduler, ex.x_t[pick], ex.t[pick], spec.m,
-                                           diffusion.stride(m.scheduler, spec.infer_steps))
+                    tr = diffusion.rollout(
+                        m.denoiser(ex.cond[pick]),
+                        m.scheduler,
+                        ex.x_t[pick],
+                        ex.t[pick],
+                        spec.m,
+                        diffusion.stride(m.scheduler, spec.infer_steps),
+                    )
                     err = (tr.out - ex.eps[pick][None]).pow(2).mean((2, 3, 4))
                     fit[who, side] = (err * tr.valid).sum(0) / tr.valid.sum(0)
-            return ((fit["start", "best"] - fit["policy", "best"])
-                    - (fit["start", "worst"] - fit["policy", "worst"])).mean().item()
+            return (
+                ((fit["start", "best"] - fit["policy", "best"]) - (fit["start", "worst"] - fit["policy", "worst"]))
+                .mean()
+                .item()
+            )
         if name == "diffusion_dpo":  # the same on the batch's rater winners and losers, with the batch's draws
             xw, xl, prompts = method.pairs.batch(method.batch_size, gen, model.device)
             d = pairs_data
-            truth = {(d.prompts[i], (d.images_a if c > 0 else d.images_b)[i].tobytes(),
-                      (d.images_b if c > 0 else d.images_a)[i].tobytes()) for i, c in enumerate(d.choice) if c}
+            truth = {
+                (
+                    d.prompts[i],
+                    (d.images_a if c > 0 else d.images_b)[i].tobytes(),
+                    (d.images_b if c > 0 else d.images_a)[i].tobytes(),
+                )
+                for i, c in enumerate(d.choice)
+                if c
+            }
             as_bytes = lambda x: (x.permute(1, 2, 0) * 255).round().byte().numpy().tobytes()  # noqa: E731
-            assert all((p, as_bytes(xw[i]), as_bytes(xl[i])) in truth for i, p in enumerate(prompts)), \
+            assert all((p, as_bytes(xw[i]), as_bytes(xl[i])) in truth for i, p in enumerate(prompts)), (
                 "PairSource must hand out the rater's winners and losers"
+            )
             z0 = model.encode(torch.cat([xw, xl]), gen)
             b = len(prompts)
             t = torch.randint(0, 1000, (b,), generator=gen).repeat(2)
@@ -261,8 +312,10 @@ def probe(name: str, method, start: T2IModel, pairs_data: PreferencePairs) -> fl
             b, g = method._buf, method.group
             a = torch.arange(g)
             pref, rej = torch.where(b["a_wins"], a, a + g), torch.where(b["a_wins"], a + g, a)
-            ratio = {k: transition_log_probs(model, b, r, method.spec) - transition_log_probs(start, b, r, method.spec)
-                     for k, r in (("pref", pref), ("rej", rej))}
+            ratio = {
+                k: transition_log_probs(model, b, r, method.spec) - transition_log_probs(start, b, r, method.spec)
+                for k, r in (("pref", pref), ("rej", rej))
+            }
             return (ratio["pref"] - ratio["rej"]).mean().item()
         if name in ("draft", "iterpo"):
             prompts = method.prompts.batch(method.batch_size, gen)
@@ -284,8 +337,9 @@ def test_standard_finetune_loss_is_the_epsilon_mse_of_its_draws(micro_sd, source
         t = torch.randint(0, 1000, (4,), generator=gen)
         eps = torch.randn(x0.shape, generator=gen)
         a = micro_sd.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
-        out = micro_sd.unet(a.sqrt() * x0 + (1 - a).sqrt() * eps, t,
-                            encoder_hidden_states=micro_sd.encode_prompts(captions).hidden).sample
+        out = micro_sd.unet(
+            a.sqrt() * x0 + (1 - a).sqrt() * eps, t, encoder_hidden_states=micro_sd.encode_prompts(captions).hidden
+        ).sample
     torch.testing.assert_close(loss, ((out - eps) ** 2).mean(dim=(1, 2, 3)).mean())
     assert metrics["nfe"] == 4.0  # one evaluation per pair
 
@@ -312,8 +366,9 @@ def test_one_step_moves_the_objective_and_the_pipeline_reloads(micro_sd, source,
     start = copy.deepcopy(micro_sd)
     method = build(name, micro_sd, source, pairs)
     before = probe(name, method, start, pairs_data)
-    fit = train(method, one_step(), tmp_path / "run", tmp_path / "log.csv", out_dir=tmp_path / "out",
-                show_progress=False)
+    fit = train(
+        method, one_step(), tmp_path / "run", tmp_path / "log.csv", out_dir=tmp_path / "out", show_progress=False
+    )
     assert fit["done"]
     after = probe(name, method, start, pairs_data)
     assert after > before, f"{name}: {before:.6g} -> {after:.6g}"
@@ -352,8 +407,14 @@ def test_rlhf_variants_on_a_model_differ_only_where_the_code_does(micro_sd):
 
     def grad(loss: str, margin_scale: float, m: int = 1):
         model = copy.deepcopy(micro_sd)
-        method = RLHFSharpening(model, redness, prompts, 3, SharpeningSpec(n=3, m=m),
-                                RLHFSpec(loss=loss, beta=50.0, gen_steps=3, margin_scale=margin_scale))
+        method = RLHFSharpening(
+            model,
+            redness,
+            prompts,
+            3,
+            SharpeningSpec(n=3, m=m),
+            RLHFSpec(loss=loss, beta=50.0, gen_steps=3, margin_scale=margin_scale),
+        )
         loss_value, _ = method.loss(1, step_generator(3, 1))
         loss_value.backward()
         return torch.cat([p.grad.flatten() for p in model.unet.parameters() if p.grad is not None])
@@ -378,8 +439,9 @@ def test_lora_trains_adapters_saves_merged_and_references_the_base(micro_sd, sou
     method = build("diffusion_dpo", micro_sd, source, pairs, lora=LoraSpec(rank=4))
     trainable = [n for n, p in micro_sd.unet.named_parameters() if p.requires_grad]
     assert trainable and all("lora" in n for n in trainable)
-    train(method, one_step(lr=1e-2), tmp_path / "run", tmp_path / "log.csv", out_dir=tmp_path / "out",
-          show_progress=False)
+    train(
+        method, one_step(lr=1e-2), tmp_path / "run", tmp_path / "log.csv", out_dir=tmp_path / "out", show_progress=False
+    )
     with torch.no_grad():
         torch.testing.assert_close(method.ref_denoiser(cond)(x, t), base_out)  # adapters off = the start
         assert not torch.allclose(micro_sd.eps(x, t, cond), base_out)
@@ -387,8 +449,9 @@ def test_lora_trains_adapters_saves_merged_and_references_the_base(micro_sd, sou
     assert not any("lora" in k for k in merged.state_dict())
     assert any(not torch.equal(v, base[k]) for k, v in merged.state_dict().items())
     with torch.no_grad():
-        torch.testing.assert_close(merged(x, t, encoder_hidden_states=cond.hidden).sample,
-                                   micro_sd.eps(x, t, cond), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            merged(x, t, encoder_hidden_states=cond.hidden).sample, micro_sd.eps(x, t, cond), rtol=1e-4, atol=1e-5
+        )
 
 
 # ----------------------------------------------------------------------------- resume with method state
@@ -411,5 +474,10 @@ def test_resume_inside_a_sampling_round_equals_an_uninterrupted_run(micro_sd, so
 def test_sampled_rounds_refuse_gradient_accumulation(micro_sd, source, pairs, name, tmp_path):
     """A second micro-step of one optimiser step would reuse the step's rows: refused with the fix."""
     with pytest.raises(ValueError, match="grad_accum"):
-        train(build(name, micro_sd, source, pairs), replace(one_step(), grad_accum=2), tmp_path / "r",
-              tmp_path / "r.csv", show_progress=False)
+        train(
+            build(name, micro_sd, source, pairs),
+            replace(one_step(), grad_accum=2),
+            tmp_path / "r",
+            tmp_path / "r.csv",
+            show_progress=False,
+        )

@@ -15,8 +15,19 @@ import pytest
 import torch
 
 from replication.rewards import load_reward
-from replication.rewards.mllm import (KEYS, OVERALL_WEIGHTS, GraderBudgetError, GraderClient, GraderError,
-                                      GraderParseError, LocalGrader, MLLMGrader, grade_world, parse_grade, rubric_text)
+from replication.rewards.mllm import (
+    KEYS,
+    OVERALL_WEIGHTS,
+    GraderBudgetError,
+    GraderClient,
+    GraderError,
+    GraderParseError,
+    LocalGrader,
+    MLLMGrader,
+    grade_world,
+    parse_grade,
+    rubric_text,
+)
 from replication.world import Sampler, render_batch, sample_captioned
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,13 +49,26 @@ def grader():
 
 
 def test_parse_grade_accepts_the_rubric_and_nothing_else():
-    good = {"accuracy": 7, "creativity": 5.5, "quality": "8", "consistency": 6, "emotion": 4, "overall": 6.5,
-            "reason": "fine"}
+    good = {
+        "accuracy": 7,
+        "creativity": 5.5,
+        "quality": "8",
+        "consistency": 6,
+        "emotion": 4,
+        "overall": 6.5,
+        "reason": "fine",
+    }
     assert parse_grade(json.dumps(good))["quality"] == 8.0
     assert parse_grade("```json\n" + json.dumps(good) + "\n```")["overall"] == 6.5
-    for bad in ("I would say 7/10", "{not json}", json.dumps({k: 5 for k in KEYS if k != "emotion"}),
-                json.dumps({**good, "overall": 11}), json.dumps({**good, "accuracy": "high"}),
-                json.dumps({**good, "accuracy": True}), "[1, 2]"):
+    for bad in (
+        "I would say 7/10",
+        "{not json}",
+        json.dumps({k: 5 for k in KEYS if k != "emotion"}),
+        json.dumps({**good, "overall": 11}),
+        json.dumps({**good, "accuracy": "high"}),
+        json.dumps({**good, "accuracy": True}),
+        "[1, 2]",
+    ):
         with pytest.raises(GraderParseError):
             parse_grade(bad)
 
@@ -76,7 +100,7 @@ def test_client_round_trip_equals_the_world_function_and_is_fast(grader, renders
 
 
 def test_rubric_names_the_five_aspects_and_carries_the_prompt():
-    text = rubric_text('a red circle')
+    text = rubric_text("a red circle")
     for k in KEYS:
         assert f'"{k}"' in text
     assert 'Prompt: "a red circle"' in text
@@ -156,8 +180,14 @@ def test_no_api_key_in_notebooks_params_logs_or_dvc_lock():
     import yaml
 
     files = [ROOT / "params.yaml", ROOT / "dvc.yaml", ROOT / "dvc.lock"]
-    for pattern in ("notebooks/*.ipynb", "executed/*.ipynb", "results/**/*.json", "results/train/*.csv",
-                    ".checkpoints/*/metrics.csv", "benchmarks/results/*.json"):
+    for pattern in (
+        "notebooks/*.ipynb",
+        "executed/*.ipynb",
+        "results/**/*.json",
+        "results/train/*.csv",
+        ".checkpoints/*/metrics.csv",
+        "benchmarks/results/*.json",
+    ):
         files += sorted(ROOT.glob(pattern))
     env_name = yaml.safe_load((ROOT / "params.yaml").read_text())["mllm"]["api_key_env"]
     real_key = os.environ.get(env_name, "")  # whatever format the user's key has, its value never lands here

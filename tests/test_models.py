@@ -85,8 +85,9 @@ def test_micro_sd_loads_with_stock_diffusers_and_generates(micro_sd_dir):
     assert type(pipe) is StableDiffusionPipeline
     assert isinstance(pipe.scheduler, DDIMScheduler)
     pipe.set_progress_bar_config(disable=True)
-    img = pipe("a red circle", num_inference_steps=2, output_type="np",
-               generator=torch.Generator().manual_seed(0)).images
+    img = pipe(
+        "a red circle", num_inference_steps=2, output_type="np", generator=torch.Generator().manual_seed(0)
+    ).images
     assert img.shape == (1, 32, 32, 3)
     import numpy as np
 
@@ -135,22 +136,29 @@ def test_encode_prompts_sdxl_equals_pipeline(micro_sdxl):
     pipe = micro_sdxl.pipe
     with torch.no_grad():
         cond = micro_sdxl.encode_prompts(PROMPTS)
-        emb, _, pooled, _ = pipe.encode_prompt(PROMPTS, device="cpu", num_images_per_prompt=1,
-                                               do_classifier_free_guidance=False)
+        emb, _, pooled, _ = pipe.encode_prompt(
+            PROMPTS, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
     assert set(cond.added) == {"text_embeds", "time_ids"}
     assert cond.hidden.shape == (2, 48, 64) and cond.added["text_embeds"].shape == (2, 16)
     torch.testing.assert_close(cond.hidden, emb, atol=1e-6, rtol=0)
     torch.testing.assert_close(cond.added["text_embeds"], pooled, atol=1e-6, rtol=0)
-    ids = pipe._get_add_time_ids((32, 32), (0, 0), (32, 32), dtype=emb.dtype,
-                                 text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    ids = pipe._get_add_time_ids(
+        (32, 32),
+        (0, 0),
+        (32, 32),
+        dtype=emb.dtype,
+        text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim,
+    )
     torch.testing.assert_close(cond.added["time_ids"], ids.repeat(2, 1), atol=0, rtol=0)
     assert cond.added["time_ids"][0].tolist() == [32, 32, 0, 0, 32, 32]
     # what the stock SDXL pipeline feeds its UNet (no guidance, default size)
     seen = first_unet_inputs(pipe)
     torch.testing.assert_close(seen["encoder_hidden_states"], cond.hidden, atol=1e-6, rtol=0)
     for k in ("text_embeds", "time_ids"):
-        torch.testing.assert_close(seen["added_cond_kwargs"][k].to(cond.added[k].dtype), cond.added[k],
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            seen["added_cond_kwargs"][k].to(cond.added[k].dtype), cond.added[k], atol=1e-6, rtol=0
+        )
 
 
 def test_encode_uncond_sdxl_is_zeros(micro_sdxl):
@@ -173,11 +181,13 @@ def test_sdxl_sample_reproduces_stock_pipeline(micro_sdxl, guidance):
     pipe = micro_sdxl.pipe
     pipe.set_progress_bar_config(disable=True)
     latents = torch.randn(2, *micro_sdxl.latent_shape, generator=torch.Generator().manual_seed(3))
-    ref = pipe(PROMPTS, num_inference_steps=4, guidance_scale=guidance, latents=latents.clone(),
-               output_type="latent").images
+    ref = pipe(
+        PROMPTS, num_inference_steps=4, guidance_scale=guidance, latents=latents.clone(), output_type="latent"
+    ).images
     with torch.no_grad():
-        ours = D.sample(micro_sdxl.denoiser(micro_sdxl.encode_prompts(PROMPTS), guidance), micro_sdxl.scheduler,
-                        latents.clone(), 4)
+        ours = D.sample(
+            micro_sdxl.denoiser(micro_sdxl.encode_prompts(PROMPTS), guidance), micro_sdxl.scheduler, latents.clone(), 4
+        )
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
 
 
@@ -295,14 +305,20 @@ def test_sdxl_save_reload_generate(micro_sdxl, tmp_path):
 # ----------------------------------------------------------------------------- Cond
 def tagged_cond(rows: int, offset: float = 0.0) -> Cond:
     r = torch.arange(rows, dtype=torch.float32) + offset
-    return Cond(r.view(-1, 1, 1).expand(rows, 3, 4).clone(),
-                {"text_embeds": (10 * r).view(-1, 1).expand(rows, 5).clone(),
-                 "time_ids": (100 * r).view(-1, 1).expand(rows, 6).clone()})
+    return Cond(
+        r.view(-1, 1, 1).expand(rows, 3, 4).clone(),
+        {
+            "text_embeds": (10 * r).view(-1, 1).expand(rows, 5).clone(),
+            "time_ids": (100 * r).view(-1, 1).expand(rows, 6).clone(),
+        },
+    )
 
 
 def row_tags(c: Cond) -> list[tuple[float, float, float]]:
-    return [(float(c.hidden[i, 0, 0]), float(c.added["text_embeds"][i, 0]) / 10, float(c.added["time_ids"][i, 0]) / 100)
-            for i in range(len(c))]
+    return [
+        (float(c.hidden[i, 0, 0]), float(c.added["text_embeds"][i, 0]) / 10, float(c.added["time_ids"][i, 0]) / 100)
+        for i in range(len(c))
+    ]
 
 
 def test_cond_operations_keep_rows_aligned():

@@ -18,8 +18,13 @@ pytestmark = pytest.mark.slow
 def scratch_repo(repo_root, tmp_path_factory):
     if not (repo_root / "data" / "manifest.json").exists():
         pytest.fail("data/ is missing: run `make data` (make test does it first)")
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=repo_root,
-                           capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     dst = tmp_path_factory.mktemp("repo")
     for f in files:
         if (repo_root / f).is_file():
@@ -39,8 +44,14 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
     (scratch_repo / "executed").mkdir(exist_ok=True)
     for nb in notebooks:
         out = scratch_repo / "executed" / os.path.basename(nb)
-        papermill.execute_notebook(str(scratch_repo / nb), str(out), kernel_name="python3", cwd=str(scratch_repo),
-                                   parameters={"PROFILE": "smoke", "SHOW_PROGRESS": False}, progress_bar=False)
+        papermill.execute_notebook(
+            str(scratch_repo / nb),
+            str(out),
+            kernel_name="python3",
+            cwd=str(scratch_repo),
+            parameters={"PROFILE": "smoke", "SHOW_PROGRESS": False},
+            progress_bar=False,
+        )
         executed = json.loads(out.read_text())
         assert not any(o.get("output_type") == "error" for c in executed["cells"] for o in c.get("outputs", []))
 
@@ -64,8 +75,16 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
 
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-    for name in ("sft_sharpening", "standard_finetune", "rlhf_sharpening", "diffusion_dpo", "ddpo", "d3po", "iterpo",
-                 "draft"):
+    for name in (
+        "sft_sharpening",
+        "standard_finetune",
+        "rlhf_sharpening",
+        "diffusion_dpo",
+        "ddpo",
+        "d3po",
+        "iterpo",
+        "draft",
+    ):
         pipe = DiffusionPipeline.from_pretrained(str(scratch_repo / "models" / name))
         assert isinstance(pipe, StableDiffusionPipeline), name
         log = (scratch_repo / "results" / "train" / f"{name}.csv").read_text().splitlines()

@@ -29,7 +29,7 @@ def entries(stage: dict, kind: str) -> list[tuple[str, dict]]:
             out.append((e, {}))
         else:
             assert isinstance(e, dict) and len(e) == 1, e
-            (path, opts), = e.items()
+            ((path, opts),) = e.items()
             out.append((path, opts or {}))
     return out
 
@@ -132,7 +132,8 @@ def test_stage_params(name):
         for prof, over in (PARAMS.get("profiles") or {}).items():
             if section in (over or {}):
                 assert f"profiles.{prof}.{section}" in params, (
-                    f"stage {name} lists {section} but not profiles.{prof}.{section}, which overrides it")
+                    f"stage {name} lists {section} but not profiles.{prof}.{section}, which overrides it"
+                )
     # a profile override is only listed together with its section
     for key in params:
         if key.startswith("profiles."):
@@ -184,8 +185,13 @@ def test_notebook_is_clean_thin_driver(nb):
     assert len(tagged) == 1, f"{nb}: {len(tagged)} cells tagged `parameters`"
     cell = tagged[0]
     assert cell.cell_type == "code"
-    names = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign)
-             for t in node.targets if isinstance(t, ast.Name)}
+    names = {
+        t.id
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign)
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
     assert {"PROFILE", "OVERRIDES", "SHOW_PROGRESS"} <= names, f"{nb}: parameters cell defines {names}"
     assert code.index(cell) == 0, f"{nb}: the parameters cell must come before the code that uses it"
 
@@ -227,11 +233,21 @@ def test_dvc_itself_accepts_the_pipeline(repo_root):
     from pathlib import Path
 
     dvc = Path(sys.executable).with_name("dvc")
-    r = subprocess.run([str(dvc), "stage", "list"], cwd=repo_root, capture_output=True, text=True,
-                       env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    r = subprocess.run(
+        [str(dvc), "stage", "list"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert r.returncode == 0, r.stderr
     assert {line.split()[0] for line in r.stdout.splitlines() if line.strip()} >= {
-        "base_model", "clip", "sft_sharpening", "evaluate", "fig6"}
+        "base_model",
+        "clip",
+        "sft_sharpening",
+        "evaluate",
+        "fig6",
+    }
 
 
 def test_evaluated_systems_are_deps_of_the_evaluate_stage():

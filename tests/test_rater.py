@@ -61,16 +61,23 @@ def test_choices_follow_bradley_terry_with_ties():
     r = Rater(temperature=0.05, tie_band=0.02)
     n = 40_000
     for d in (0.0, 0.03, 0.1):
-        c = r.compare_utilities(torch.full((n,), d, dtype=torch.float64), torch.zeros(n, dtype=torch.float64),
-                                torch.Generator().manual_seed(1))
+        c = r.compare_utilities(
+            torch.full((n,), d, dtype=torch.float64),
+            torch.zeros(n, dtype=torch.float64),
+            torch.Generator().manual_seed(1),
+        )
         sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
         p_a = sig((d - r.tie_band) / r.temperature)
         p_tie = sig((d + r.tie_band) / r.temperature) - p_a
         se = math.sqrt(0.25 / n)
         assert abs((c == 1).double().mean().item() - p_a) < 4 * se
         assert abs((c == 0).double().mean().item() - p_tie) < 4 * se
-    forced = r.prefer(np.zeros((1, 8, 8, 3), np.uint8).repeat(4000, 0), np.zeros((4000, 8, 8, 3), np.uint8),
-                      ["a red circle"] * 4000, torch.Generator().manual_seed(2))
+    forced = r.prefer(
+        np.zeros((1, 8, 8, 3), np.uint8).repeat(4000, 0),
+        np.zeros((4000, 8, 8, 3), np.uint8),
+        ["a red circle"] * 4000,
+        torch.Generator().manual_seed(2),
+    )
     assert abs(forced.double().mean().item() - 0.5) < 4 * math.sqrt(0.25 / 4000), "equal images: a coin flip"
 
 

@@ -15,18 +15,32 @@ def test_readme_results_block_is_current(repo_root):
         stages = yaml.safe_load(lock.read_text()).get("stages", {})
         profiles = {st.get("params", {}).get("params.yaml", {}).get("profile") for st in stages.values()}
         if profiles - {None, "tiny"}:
-            pytest.skip(f"results/ were made with profile(s) {sorted(profiles - {None})}; the README shows the tiny run")
+            pytest.skip(
+                f"results/ were made with profile(s) {sorted(profiles - {None})}; the README shows the tiny run"
+            )
     text = (repo_root / "README.md").read_text()
     assert report.BEGIN in text and report.END in text
     block = text.split(report.BEGIN, 1)[1].split(report.END, 1)[0]
-    assert block.strip() == report.readme_block().strip(), \
+    assert block.strip() == report.readme_block().strip(), (
         "README.md's results block is stale: run `python -m replication.report readme`"
+    )
 
 
 def test_readme_maps_every_paper_figure_and_table(repo_root):
     text = (repo_root / "README.md").read_text()
-    for item in ("Table 1", "Table 2", "Table 3", "Fig. 1, 2", "Fig. 3", "Fig. 4", "Fig. 5", "Fig. 6", "Fig. 7",
-                 "Fig. 8", "Figs. 9, 10"):
+    for item in (
+        "Table 1",
+        "Table 2",
+        "Table 3",
+        "Fig. 1, 2",
+        "Fig. 3",
+        "Fig. 4",
+        "Fig. 5",
+        "Fig. 6",
+        "Fig. 7",
+        "Fig. 8",
+        "Figs. 9, 10",
+    ):
         assert f"| {item} |" in text, item
     dvc = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
     for name in dvc:
@@ -37,12 +51,17 @@ def test_compute_report_reads_papermill_durations(tmp_path, monkeypatch):
     import json
 
     (tmp_path / "executed").mkdir()
-    stages = {"a": {"cmd": "papermill notebooks/a.ipynb executed/a.ipynb -k python3"},
-              "b": {"cmd": "papermill notebooks/b.ipynb executed/b.ipynb -k python3"}}
+    stages = {
+        "a": {"cmd": "papermill notebooks/a.ipynb executed/a.ipynb -k python3"},
+        "b": {"cmd": "papermill notebooks/b.ipynb executed/b.ipynb -k python3"},
+    }
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
     (tmp_path / "params.yaml").write_text("profile: tiny\n")
-    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(
-        {"schema": "2.0", "stages": {n: {"params": {"params.yaml": {"profile": "tiny"}}} for n in stages}}))
+    (tmp_path / "dvc.lock").write_text(
+        yaml.safe_dump(
+            {"schema": "2.0", "stages": {n: {"params": {"params.yaml": {"profile": "tiny"}}} for n in stages}}
+        )
+    )
     monkeypatch.setenv("REPLICATION_ROOT", str(tmp_path))
     (tmp_path / "executed" / "a.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 61.04}}}))
     with pytest.raises(FileNotFoundError, match=r"\['b'\]"):

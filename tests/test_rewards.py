@@ -25,11 +25,18 @@ def trained_clip(tmp_path_factory, world_pairs):
     images, captions = world_pairs
     tok = build_tokenizer()
     arch = ClipArch(width=48, layers=2)
-    method = ContrastiveTraining(build_tiny_clip(arch, tok, seed=0), tok, ImagePreprocess(32),
-                                 Pairs(images, captions), batch_size=64)
+    method = ContrastiveTraining(
+        build_tiny_clip(arch, tok, seed=0), tok, ImagePreprocess(32), Pairs(images, captions), batch_size=64
+    )
     d = tmp_path_factory.mktemp("clip")
-    train(method, TrainParams(steps=250, batch_size=64, lr=2e-3, checkpoint_every=1000), d / "run", d / "log.csv",
-          out_dir=d / "model", show_progress=False)
+    train(
+        method,
+        TrainParams(steps=250, batch_size=64, lr=2e-3, checkpoint_every=1000),
+        d / "run",
+        d / "log.csv",
+        out_dir=d / "model",
+        show_progress=False,
+    )
     return d / "model"
 
 
@@ -49,7 +56,7 @@ def test_score_is_100_times_cosine_and_batched(trained_clip, world_pairs):
     cos = reward.cosine(images, prompts)
     assert r.shape == (8,) and torch.allclose(r, 100 * cos)
     assert (cos.abs() <= 1 + 1e-6).all()
-    single = torch.stack([reward(images[i:i + 1], prompts[i:i + 1])[0] for i in range(8)])
+    single = torch.stack([reward(images[i : i + 1], prompts[i : i + 1])[0] for i in range(8)])
     assert torch.allclose(r, single, atol=1e-4), "batched and one-at-a-time scores must agree"
 
 
@@ -117,8 +124,19 @@ def test_cli_prints_one_json_line_per_image(trained_clip, world_pairs, tmp_path)
         Image.fromarray(world_pairs[0][i]).save(imgdir / f"{i:02d}.png")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(world_pairs[1][:3]) + "\n")
-    cmd = [sys.executable, "-m", "replication.rewards", "--reward", "clip", "--images", str(imgdir),
-           "--prompts", str(prompts), "--source", str(trained_clip)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "replication.rewards",
+        "--reward",
+        "clip",
+        "--images",
+        str(imgdir),
+        "--prompts",
+        str(prompts),
+        "--source",
+        str(trained_clip),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()
     rows = [json.loads(line) for line in out]
     assert [r["image"] for r in rows] == ["00.png", "01.png", "02.png"]

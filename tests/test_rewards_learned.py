@@ -13,15 +13,24 @@ import torch.nn.functional as F
 
 from replication.config import ClipArch, TrainParams
 from replication.models import build_tokenizer
-from replication.rewards import REGISTRY, Weighted, load_reward
-from replication.rewards import pairs
+from replication.rewards import REGISTRY, Weighted, load_reward, pairs
 from replication.rewards.aesthetic import AestheticScore, RatingRegression, load_laion, regression_report
 from replication.rewards.base import ImagePreprocess
 from replication.rewards.clip import ContrastiveTraining, Pairs, build_tiny_clip
-from replication.rewards.fusion import (FusionModel, FusionReward, PreferenceHead, convert_imagereward_state,
-                                        load_imagereward)
-from replication.rewards.preference import (PairwiseTraining, build_clip_preference, item_scores, load_preference,
-                                            pairwise_accuracy)
+from replication.rewards.fusion import (
+    FusionModel,
+    FusionReward,
+    PreferenceHead,
+    convert_imagereward_state,
+    load_imagereward,
+)
+from replication.rewards.preference import (
+    PairwiseTraining,
+    build_clip_preference,
+    item_scores,
+    load_preference,
+    pairwise_accuracy,
+)
 from replication.train import train
 from replication.world import Sampler, render_batch, sample_captioned
 from replication.world.caption import parse_prompt, spec_text
@@ -37,11 +46,22 @@ def clip_dir(tmp_path_factory, world_pairs):
     """A tiny CLIP trained briefly on single-object renders (the stage uses models/clip_reward)."""
     tok = build_tokenizer()
     images, captions = world_pairs
-    method = ContrastiveTraining(build_tiny_clip(ClipArch(width=32, layers=2, heads=2, embed_dim=32), tok, seed=0),
-                                 tok, ImagePreprocess(32), Pairs(images, captions), batch_size=64)
+    method = ContrastiveTraining(
+        build_tiny_clip(ClipArch(width=32, layers=2, heads=2, embed_dim=32), tok, seed=0),
+        tok,
+        ImagePreprocess(32),
+        Pairs(images, captions),
+        batch_size=64,
+    )
     d = tmp_path_factory.mktemp("clip")
-    train(method, TrainParams(steps=80, batch_size=64, lr=3e-3, checkpoint_every=1000), d / "run", d / "log.csv",
-          out_dir=d / "model", show_progress=False)
+    train(
+        method,
+        TrainParams(steps=80, batch_size=64, lr=3e-3, checkpoint_every=1000),
+        d / "run",
+        d / "log.csv",
+        out_dir=d / "model",
+        show_progress=False,
+    )
     return d / "model"
 
 
@@ -70,19 +90,25 @@ def test_training_corruptions_never_state_heldout_compositions():
     worse item, and a model learns to reject them (held-out accuracy fell below the CLIP's)."""
     rng = np.random.default_rng(0)
     s = Sampler(np.random.default_rng(2))
-    specs = [sample_captioned(s, style, heldout=False)[2] for style in ("color", "complex", "texture", "spatial")
-             for _ in range(60)]
+    specs = [
+        sample_captioned(s, style, heldout=False)[2]
+        for style in ("color", "complex", "texture", "spatial")
+        for _ in range(60)
+    ]
     free = [pairs.corrupt(sp, rng) for sp in specs]
     assert any(b is not None and b.heldout for b in free), "unrestricted corruptions do state held-out compositions"
     kept = [pairs.corrupt(sp, rng, allow_heldout=False) for sp in specs]
     assert all(b is None or not b.heldout for b in kept)
     assert sum(b is not None for b in kept) > 0.9 * len(specs)
     items = [sample_captioned(s, "complex", heldout=False) for _ in range(20)]
-    comps = pairs.text_side(render_batch([i[0] for i in items]), [i[2] for i in items], rng, 2, allow_heldout=False,
-                            kinds=["relation"])
+    comps = pairs.text_side(
+        render_batch([i[0] for i in items]), [i[2] for i in items], rng, 2, allow_heldout=False, kinds=["relation"]
+    )
     assert len(comps) > 0 and not any(parse_prompt(t).heldout for t in comps.texts)
-    assert all(parse_prompt(comps.texts[w]).phrases == parse_prompt(comps.texts[l]).phrases
-               for (_, w), (_, l) in zip(comps.win, comps.lose)), "kinds=['relation'] changes relations only"
+    assert all(
+        parse_prompt(comps.texts[w]).phrases == parse_prompt(comps.texts[l]).phrases
+        for (_, w), (_, l) in zip(comps.win, comps.lose)
+    ), "kinds=['relation'] changes relations only"
 
 
 def test_temperature_calibration_fits_a_noisy_judge(clip_dir, single_objects):
@@ -98,8 +124,9 @@ def test_temperature_calibration_fits_a_noisy_judge(clip_dir, single_objects):
     flip = rng.random(n) < 0.3
     a, b = np.arange(n), n + np.arange(n)
     win, lose = np.where(flip, b, a), np.where(flip, a, b)
-    comps = pairs.Comparisons(pool, texts, np.stack([win, np.arange(n)], 1), np.stack([lose, np.arange(n)], 1),
-                              np.zeros(n, np.int8))
+    comps = pairs.Comparisons(
+        pool, texts, np.stack([win, np.arange(n)], 1), np.stack([lose, np.arange(n)], 1), np.zeros(n, np.int8)
+    )
     reward = build_clip_preference(clip_dir, "image_reward", quality_head=True)
     w0, l0 = item_scores(reward, comps)
     cal = calibrate_temperature(reward, comps)
@@ -120,8 +147,14 @@ def test_text_side_labels_come_from_the_parser(single_objects):
     for (i, t_win), (j, t_lose) in zip(comps.win, comps.lose):
         assert i == j
         assert parse_prompt(comps.texts[t_win]) == specs[i], "a render always fits its own prompt best"
-    noisy = pairs.text_side(images[:40], specs[:40], np.random.default_rng(0), 2, rater=Rater(temperature=0.3),
-                            gen=torch.Generator().manual_seed(0))
+    noisy = pairs.text_side(
+        images[:40],
+        specs[:40],
+        np.random.default_rng(0),
+        2,
+        rater=Rater(temperature=0.3),
+        gen=torch.Generator().manual_seed(0),
+    )
     wrong = sum(parse_prompt(noisy.texts[t]) != specs[i] for i, t in noisy.win)
     assert 0 < wrong < len(noisy) / 2, "a noisy rater sometimes prefers the wrong prompt, mostly not"
 
@@ -134,8 +167,14 @@ def test_preference_model_learns_to_order_and_reloads(clip_dir, single_objects, 
     reward = build_clip_preference(clip_dir, "image_reward", quality_head=True)
     before = pairwise_accuracy(reward, test_c)["accuracy"]
     method = PairwiseTraining(reward, train_c, 64, 1, images[:64], [spec_text(s) for s in specs[:64]])
-    train(method, TrainParams(steps=60, batch_size=64, lr=2e-3, checkpoint_every=1000), tmp_path / "run",
-          tmp_path / "log.csv", out_dir=tmp_path / "model", show_progress=False)
+    train(
+        method,
+        TrainParams(steps=60, batch_size=64, lr=2e-3, checkpoint_every=1000),
+        tmp_path / "run",
+        tmp_path / "log.csv",
+        out_dir=tmp_path / "model",
+        show_progress=False,
+    )
     loaded = load_preference(tmp_path / "model")
     after = pairwise_accuracy(loaded, test_c)["accuracy"]
     assert after >= 0.8 and after > before, (before, after)
@@ -151,8 +190,13 @@ def test_preference_model_learns_to_order_and_reloads(clip_dir, single_objects, 
 
 def blurred(images: np.ndarray) -> np.ndarray:
     x = to_float(images)
-    return (F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 255).round().byte() \
-        .permute(0, 2, 3, 1).numpy()
+    return (
+        (F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1) * 255)
+        .round()
+        .byte()
+        .permute(0, 2, 3, 1)
+        .numpy()
+    )
 
 
 def test_aesthetic_mlp_ranks_clean_above_blurred(clip_dir, single_objects, tmp_path):
@@ -166,8 +210,14 @@ def test_aesthetic_mlp_ranks_clean_above_blurred(clip_dir, single_objects, tmp_p
     train_idx = np.r_[0:240, 320:560]
     emb = scorer.embed(to_float(both))
     method = RatingRegression(scorer, emb[train_idx], ratings[train_idx], 128)
-    train(method, TrainParams(steps=150, batch_size=128, lr=2e-3, checkpoint_every=1000), tmp_path / "run",
-          tmp_path / "log.csv", out_dir=tmp_path / "aes", show_progress=False)
+    train(
+        method,
+        TrainParams(steps=150, batch_size=128, lr=2e-3, checkpoint_every=1000),
+        tmp_path / "run",
+        tmp_path / "log.csv",
+        out_dir=tmp_path / "aes",
+        show_progress=False,
+    )
     aes = AestheticScore.load(tmp_path / "aes")
     clean, blur = aes(to_float(images[240:])), aes(to_float(blurred(images[240:])))
     assert (clean > blur).float().mean() >= 0.75 and (clean - blur).mean() > 0
@@ -198,17 +248,26 @@ def _blip_original_keys(vision_sd: dict, text_sd: dict, head_sd: dict) -> dict:
     """ImageReward's checkpoint layout, written out independently of the loader: BLIP's timm ViT names,
     BLIP's BERT names, and ImageReward's `mlp.layers.*`."""
     out = {}
-    names = {"embeddings.class_embedding": "cls_token", "embeddings.position_embedding": "pos_embed",
-             "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
-             "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
-             "post_layernorm.weight": "norm.weight", "post_layernorm.bias": "norm.bias"}
+    names = {
+        "embeddings.class_embedding": "cls_token",
+        "embeddings.position_embedding": "pos_embed",
+        "embeddings.patch_embedding.weight": "patch_embed.proj.weight",
+        "embeddings.patch_embedding.bias": "patch_embed.proj.bias",
+        "post_layernorm.weight": "norm.weight",
+        "post_layernorm.bias": "norm.bias",
+    }
     for k, v in vision_sd.items():
         if k in names:
             new = names[k]
         else:
             _, _, i, *rest = k.split(".")
-            rest = ".".join(rest).replace("layer_norm1", "norm1").replace("layer_norm2", "norm2") \
-                .replace("self_attn.qkv", "attn.qkv").replace("self_attn.projection", "attn.proj")
+            rest = (
+                ".".join(rest)
+                .replace("layer_norm1", "norm1")
+                .replace("layer_norm2", "norm2")
+                .replace("self_attn.qkv", "attn.qkv")
+                .replace("self_attn.projection", "attn.proj")
+            )
             new = f"blocks.{i}.{rest}"
         out["blip.visual_encoder." + new] = v
     out |= {"blip.text_encoder." + k: v for k, v in text_sd.items()}
@@ -224,22 +283,49 @@ def test_imagereward_checkpoint_loader(tmp_path, single_objects):
     tok = build_tokenizer()
     tok.save_pretrained(str(tmp_path / "tok"))
     torch.manual_seed(0)
-    vision = BlipVisionModel(BlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=32, patch_size=8, layer_norm_eps=1e-6))
-    med = {"vocab_size": len(tok) + 2, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-           "intermediate_size": 64, "max_position_embeddings": 48, "layer_norm_eps": 1e-12, "hidden_act": "gelu",
-           "pad_token_id": tok.pad_token_id, "add_cross_attention": True, "encoder_width": 32}
-    text = BlipTextModel(BlipTextConfig(vocab_size=med["vocab_size"], hidden_size=32, encoder_hidden_size=32,
-                                        intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                        max_position_embeddings=48, pad_token_id=tok.pad_token_id),
-                         add_pooling_layer=False)
+    vision = BlipVisionModel(
+        BlipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            layer_norm_eps=1e-6,
+        )
+    )
+    med = {
+        "vocab_size": len(tok) + 2,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "max_position_embeddings": 48,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "pad_token_id": tok.pad_token_id,
+        "add_cross_attention": True,
+        "encoder_width": 32,
+    }
+    text = BlipTextModel(
+        BlipTextConfig(
+            vocab_size=med["vocab_size"],
+            hidden_size=32,
+            encoder_hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=48,
+            pad_token_id=tok.pad_token_id,
+        ),
+        add_pooling_layer=False,
+    )
     head = PreferenceHead(32, (64, 16, 8))
     state = _blip_original_keys(vision.state_dict(), text.state_dict(), head.state_dict())
     torch.save(state, tmp_path / "ImageReward.pt")
     (tmp_path / "med_config.json").write_text(json.dumps(med))
 
-    ir = load_imagereward(tmp_path, tokenizer=str(tmp_path / "tok"), vision_heads=2, mean=0.5, std=2.0,
-                          max_length=48)
+    ir = load_imagereward(tmp_path, tokenizer=str(tmp_path / "tok"), vision_heads=2, mean=0.5, std=2.0, max_length=48)
     images, specs = single_objects
     prompts = [spec_text(s) for s in specs[:6]]
     x = to_float(images[:6])
@@ -266,8 +352,12 @@ def test_registry_names_mixes_and_speed(clip_dir, single_objects, tmp_path):
     pref.save(tmp_path / "ir")
     clip = CLIPModel.from_pretrained(str(clip_dir))
     AestheticScore(clip, PreferenceHead(32), ImagePreprocess(32)).save(tmp_path / "aes")
-    sources = {"clip": str(clip_dir), "image_reward": str(tmp_path / "ir"), "compositional": str(tmp_path / "ir"),
-               "aesthetic": str(tmp_path / "aes")}
+    sources = {
+        "clip": str(clip_dir),
+        "image_reward": str(tmp_path / "ir"),
+        "compositional": str(tmp_path / "ir"),
+        "aesthetic": str(tmp_path / "aes"),
+    }
     images, specs = single_objects
     x, prompts = to_float(images[:64]), [spec_text(s) for s in specs[:64]]
     for name in ("clip", "compositional", "image_reward", "aesthetic", "mllm"):
@@ -281,7 +371,10 @@ def test_registry_names_mixes_and_speed(clip_dir, single_objects, tmp_path):
             reward.close()
     mix = load_reward("image_reward:0.5,aesthetic:0.25", sources=sources)
     assert isinstance(mix, Weighted)
-    parts = [load_reward("image_reward", sources=sources)(x, prompts), load_reward("aesthetic", sources=sources)(x, prompts)]
+    parts = [
+        load_reward("image_reward", sources=sources)(x, prompts),
+        load_reward("aesthetic", sources=sources)(x, prompts),
+    ]
     assert torch.allclose(mix(x, prompts), 0.5 * parts[0] + 0.25 * parts[1], atol=1e-5)
 
 

@@ -15,13 +15,26 @@ from replication.methods.best_of_n import BestOfN
 from replication.methods.demon import Demon, demon_weights
 from replication.methods.free2guide import Free2Guide
 from replication.methods.inference_scaling import ZeroOrderSearch
-from replication.methods.inference_time import (SAMPLERS, Verifier, derive_seed, make_sampler, pieces, seeded_normal,
-                                                 unit_norm_like)
+from replication.methods.inference_time import (
+    SAMPLERS,
+    Verifier,
+    derive_seed,
+    make_sampler,
+    pieces,
+    seeded_normal,
+    unit_norm_like,
+)
 
 STEPS, CFG = 5, 4.0
 BASE = STEPS * 2
-PROMPTS = ["a red circle", "a blue square and a green circle", "two yellow triangles", "a cyan diamond",
-           "a purple star", "a big orange circle"]
+PROMPTS = [
+    "a red circle",
+    "a blue square and a green circle",
+    "two yellow triangles",
+    "a cyan diamond",
+    "a purple star",
+    "a big orange circle",
+]
 SEEDS = [11, 12, 13, 14, 15, 16]
 
 
@@ -117,8 +130,15 @@ def test_search_budgets_from_one_run_equal_separate_runs(micro_sd, name):
 # The Boltzmann demon's weights are all positive (a convex mix of the candidates, at most the best one), so
 # it gains less than the tanh demon, which also steers away from the worst candidates (measured on the micro
 # model: about +0.015 vs +0.03).
-@pytest.mark.parametrize("name,kw,gain", [("demon", {}, 0.02), ("demon", {"kind": "boltzmann"}, 0.01),
-                                          ("demon", {"x0_steps": 1}, 0.02), ("free2guide", {"fraction": 0.6}, 0.02)])
+@pytest.mark.parametrize(
+    "name,kw,gain",
+    [
+        ("demon", {}, 0.02),
+        ("demon", {"kind": "boltzmann"}, 0.01),
+        ("demon", {"x0_steps": 1}, 0.02),
+        ("free2guide", {"fraction": 0.6}, 0.02),
+    ],
+)
 def test_steering_samplers_raise_the_verifier_score(micro_sd, name, kw, gain):
     plain = sampler(name, **kw).sample(micro_sd, PROMPTS, SEEDS, BASE).scores
     steered = sampler(name, **kw).sample(micro_sd, PROMPTS, SEEDS, 30 * BASE)
@@ -126,17 +146,21 @@ def test_steering_samplers_raise_the_verifier_score(micro_sd, name, kw, gain):
     assert (steered.scores > plain).sum() >= len(PROMPTS) - 1
     # and steering towards the opposite reward lowers it: the direction comes from the verifier
     anti = make_sampler(name, Verifier(lambda im, p: -redness(im, p)), STEPS, CFG, 48, **kw)
-    assert redness(micro_sd.decode(anti.sample(micro_sd, PROMPTS, SEEDS, 30 * BASE).latents), PROMPTS).mean() \
+    assert (
+        redness(micro_sd.decode(anti.sample(micro_sd, PROMPTS, SEEDS, 30 * BASE).latents), PROMPTS).mean()
         < plain.mean() - 0.02
+    )
 
 
 def test_samplers_do_not_depend_on_prompt_batching(micro_sd):
     """Noise is seeded per image, so a prompt's result does not change with its batch."""
     for name in ("demon", "free2guide"):
         together = sampler(name, **({"fraction": 0.6} if name == "free2guide" else {})).sample(
-            micro_sd, PROMPTS[:4], SEEDS[:4], 8 * BASE)
+            micro_sd, PROMPTS[:4], SEEDS[:4], 8 * BASE
+        )
         alone = sampler(name, **({"fraction": 0.6} if name == "free2guide" else {})).sample(
-            micro_sd, PROMPTS[2:3], SEEDS[2:3], 8 * BASE)
+            micro_sd, PROMPTS[2:3], SEEDS[2:3], 8 * BASE
+        )
         # batch-size float noise (1e-7) moves the candidates' rewards and so their weights slightly; a noise that
         # depended on the batch would move the latents by O(1)
         torch.testing.assert_close(together.latents[2:3], alone.latents, rtol=0, atol=2e-3)

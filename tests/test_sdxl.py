@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from replication.config import TrainParams
+from replication.config import ClipArch, TrainParams
 from replication.methods.common import ImageTextSource
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec
 from replication.models import T2IModel, build_tokenizer
 from replication.rewards.base import ImagePreprocess
 from replication.rewards.clip import CLIPScore, build_tiny_clip
-from replication.config import ClipArch
 from replication.train import train
 
 
@@ -28,8 +27,9 @@ def test_sdxl_pipeline_trains_one_sharpening_step_and_reloads(micro_sdxl_dir, wo
     tok = build_tokenizer()
     reward = CLIPScore(build_tiny_clip(ClipArch(), tok, seed=0), tok, ImagePreprocess(32))
     images, captions = world_pairs
-    method = SFTSharpening(model, reward, ImageTextSource(images, captions), batch_size=2,
-                           spec=SharpeningSpec(n=2, m=2))
+    method = SFTSharpening(
+        model, reward, ImageTextSource(images, captions), batch_size=2, spec=SharpeningSpec(n=2, m=2)
+    )
     cfg = TrainParams(steps=1, batch_size=2, lr=1e-3, adam_beta1=0.0, adam_beta2=0.99, checkpoint_every=1)
     fit = train(method, cfg, tmp_path / "run", tmp_path / "log.csv", out_dir=tmp_path / "out", show_progress=False)
     assert fit["done"]
@@ -37,8 +37,9 @@ def test_sdxl_pipeline_trains_one_sharpening_step_and_reloads(micro_sdxl_dir, wo
     after = model.unet.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert len(changed) > len(before) // 2, "one optimiser step should move most UNet tensors"
-    assert all(torch.equal(v, model.pipe.text_encoder_2.state_dict()[k]) for k, v in te2_before.items()), \
+    assert all(torch.equal(v, model.pipe.text_encoder_2.state_dict()[k]) for k, v in te2_before.items()), (
         "the text encoders stay frozen"
+    )
 
     reloaded = DiffusionPipeline.from_pretrained(str(tmp_path / "out"))
     assert isinstance(reloaded, StableDiffusionXLPipeline)

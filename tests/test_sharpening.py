@@ -46,8 +46,8 @@ def released_code_loss(model, reward, source, batch, spec, gen):
     for i in range(b):
         t = int(t_all[i])
         m = min(spec.m, 1 + t // s)  # the released code's cap
-        eps = eps_all[i * n:(i + 1) * n]
-        x = diffusion.add_noise(model.scheduler, x0[i:i + 1].repeat(n, 1, 1, 1), eps, torch.full((n,), t))
+        eps = eps_all[i * n : (i + 1) * n]
+        x = diffusion.add_noise(model.scheduler, x0[i : i + 1].repeat(n, 1, 1, 1), eps, torch.full((n,), t))
         cond = model.encode_prompts([prompts[i]] * n)
         rewards, losses = [], []
         for k in range(m):

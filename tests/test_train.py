@@ -90,8 +90,9 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     import shutil
 
     shutil.rmtree(tmp_path / "out")
-    again = train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out",
-                  show_progress=False)
+    again = train(
+        Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False
+    )
     assert again["seconds"] == 0.0
     assert (tmp_path / "out" / "lin.pt").exists() and len(rows(tmp_path / "r.csv")) == 8
 
@@ -100,8 +101,9 @@ def test_checkpoint_with_other_parameters_is_discarded(tmp_path, capsys):
     train(Regression(tag=1.0), cfg(), tmp_path / "r", tmp_path / "r.csv", show_progress=False, stop_after=4)
     train(Regression(tag=2.0), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "o2", show_progress=False)
     assert "other parameters" in capsys.readouterr().out
-    train(Regression(tag=2.0), cfg(), tmp_path / "fresh", tmp_path / "f.csv", out_dir=tmp_path / "o3",
-          show_progress=False)
+    train(
+        Regression(tag=2.0), cfg(), tmp_path / "fresh", tmp_path / "f.csv", out_dir=tmp_path / "o3", show_progress=False
+    )
     a, b = torch.load(tmp_path / "o2" / "lin.pt"), torch.load(tmp_path / "o3" / "lin.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -113,8 +115,9 @@ def test_result_of_older_code_is_not_reused(tmp_path, monkeypatch, capsys):
     train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False)
     real = tr.source_digest
     monkeypatch.setattr(tr, "source_digest", lambda *objs: real(*objs) + "-edited")
-    again = train(Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out",
-                  show_progress=False)
+    again = train(
+        Regression(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False
+    )
     assert again["seconds"] > 0.0 and "other parameters or code" in capsys.readouterr().out
 
 
@@ -158,8 +161,13 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert abs(lr_factor(c, 9) - 0.1) < 1e-12 and abs(lr_factor(c, 50) - 0.1) < 1e-12
     assert lr_factor(cfg(steps=10), 7) == 1.0  # constant is the default
     # the loop logs the scheduled rate: the last logged lr is the floor's neighbour, below the peak
-    train(Regression(), cfg(steps=6, lr_schedule="cosine", lr_min_ratio=0.0), tmp_path / "r", tmp_path / "r.csv",
-          show_progress=False)
+    train(
+        Regression(),
+        cfg(steps=6, lr_schedule="cosine", lr_min_ratio=0.0),
+        tmp_path / "r",
+        tmp_path / "r.csv",
+        show_progress=False,
+    )
     lrs = [float(r["lr"]) for r in rows(tmp_path / "r.csv")]
     assert lrs[0] < 0.4 and lrs == sorted(lrs, reverse=True) and lrs[-1] == 0.0
 
@@ -180,9 +188,18 @@ def test_fingerprints_are_the_same_in_every_process():
         "import numpy as np\n"
         "vae = build_vae(TinyArch(vae_channels=(8, 16, 16)))\n"
         "src = ImageTextSource(np.zeros((2, 32, 32, 3), np.uint8), ['a', 'b'], 'x')\n"
-        "print(_fingerprint(VAETraining(vae, src, 2, 1e-6), TrainParams()))\n")
-    out = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+        "print(_fingerprint(VAETraining(vae, src, 2, 1e-6), TrainParams()))\n"
+    )
+    out = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
     assert len(out) == 1, out
 
 

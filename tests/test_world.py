@@ -10,8 +10,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replication.world import (STYLES, Obj, PromptError, Sampler, Scene, Spec, detect, parse_prompt, render,
-                               render_batch, sample_captioned, score, vocab)
+from replication.world import (
+    STYLES,
+    Obj,
+    PromptError,
+    Sampler,
+    Scene,
+    Spec,
+    detect,
+    parse_prompt,
+    render,
+    render_batch,
+    sample_captioned,
+    score,
+    vocab,
+)
 from replication.world.parser import Detection, claims_satisfied, relation_holds
 from replication.world.scene import extent, relation
 
@@ -40,13 +53,12 @@ def world(one_thread):
     for k, style in enumerate(STYLES):
         s = Sampler(np.random.default_rng(1000 + k), allow_heldout=True)
         items = [sample_captioned(s, style) for _ in range(N_PER_STYLE)]
-        out[style] = {"scenes": [i[0] for i in items], "texts": [i[1] for i in items],
-                      "specs": [i[2] for i in items]}
+        out[style] = {"scenes": [i[0] for i in items], "texts": [i[1] for i in items], "specs": [i[2] for i in items]}
     images = render_batch([sc for v in out.values() for sc in v["scenes"]])
     dets = detect(images)  # one batched call for every style
     for k, v in enumerate(out.values()):
-        v["images"] = images[k * N_PER_STYLE:(k + 1) * N_PER_STYLE]
-        v["dets"] = dets[k * N_PER_STYLE:(k + 1) * N_PER_STYLE]
+        v["images"] = images[k * N_PER_STYLE : (k + 1) * N_PER_STYLE]
+        v["dets"] = dets[k * N_PER_STYLE : (k + 1) * N_PER_STYLE]
     return out
 
 
@@ -69,7 +81,8 @@ def test_parser_recovers_ground_truth(world, style):
     acc = {a: correct[a] / n_obj for a in ATTRS}
     acc["count"] = count_ok / len(w["scenes"])
     msg = f"parser accuracy, style {style!r} ({len(w['scenes'])} scenes, {n_obj} objects): " + ", ".join(
-        f"{k}={v:.4f}" for k, v in acc.items())
+        f"{k}={v:.4f}" for k, v in acc.items()
+    )
     print("\n" + msg)
     assert len(w["scenes"]) >= 300
     for k, v in acc.items():
@@ -120,8 +133,10 @@ def test_parse_prompt_inverts_captioner(world, style):
 
 
 def test_parse_prompt_examples():
-    spec = parse_prompt("a picture of three big red striped circles to the left of a blue square "
-                        "with a checkered pattern on a gray background")
+    spec = parse_prompt(
+        "a picture of three big red striped circles to the left of a blue square "
+        "with a checkered pattern on a gray background"
+    )
     assert [p.count for p in spec.phrases] == [3, None]
     assert spec.phrases[0].shape == "circle" and spec.phrases[0].size == "big"
     assert spec.phrases[0].color == "red" and spec.phrases[0].texture == "striped"
@@ -131,12 +146,15 @@ def test_parse_prompt_examples():
     assert parse_prompt("A Red, Circle!") == parse_prompt("a red circle")
 
 
-@pytest.mark.parametrize("text, word", [
-    ("a red dog", "dog"),
-    ("two red circle", "circle"),
-    ("a red circle above", "above"),
-    ("a circle with stripes with stripes", "with"),
-])
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        ("a red dog", "dog"),
+        ("two red circle", "circle"),
+        ("a red circle above", "above"),
+        ("a circle with stripes with stripes", "with"),
+    ],
+)
 def test_parse_prompt_errors_name_the_word(text, word):
     with pytest.raises(PromptError) as e:
         parse_prompt(text)
@@ -162,10 +180,16 @@ def test_parse_prompt_error_details():
 # The md5 of a fixed scene pins the renderer's bytes. data/ (pinned by data.dvc) is made of such
 # renders: if this hash changes, the regenerated data's hash changes too, and data.dvc must be
 # re-recorded (`dvc add data`) deliberately, not by accident.
-FIXED_SCENE = Scene((Obj("triangle", "red", "striped", "big", 20, 22),
-                     Obj("circle", "blue", "checkered", "small", 46, 18),
-                     Obj("diamond", "green", "plain", "small", 16, 48),
-                     Obj("square", "purple", "checkered", "small", 46, 46)), 32, "gray")
+FIXED_SCENE = Scene(
+    (
+        Obj("triangle", "red", "striped", "big", 20, 22),
+        Obj("circle", "blue", "checkered", "small", 46, 18),
+        Obj("diamond", "green", "plain", "small", 16, 48),
+        Obj("square", "purple", "checkered", "small", 46, 46),
+    ),
+    32,
+    "gray",
+)
 FIXED_SCENE_MD5 = "5df4dc10ef0970af2f886c9fa667b5db"
 
 

@@ -27,4 +27,3 @@ class BestOfN(NoiseSearch):
             x, s = self.generate(model, cond, prompts, noise, b - a)
             best, score = self.keep_best(best, score, x, s)
             yield b, best, score, {"candidates": b}
-

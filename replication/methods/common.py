@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -59,8 +59,9 @@ class LatentCache:
         means, stds = [], []
         with torch.no_grad():
             for start in range(0, len(source), chunk):
-                mean, std = model.posterior(source.pixels(np.arange(start, min(start + chunk, len(source))),
-                                                          model.device))
+                mean, std = model.posterior(
+                    source.pixels(np.arange(start, min(start + chunk, len(source))), model.device)
+                )
                 means.append(mean)
                 stds.append(std)
         self.model, self.mean, self.std = model, torch.cat(means), torch.cat(stds)
@@ -75,8 +76,9 @@ class HFImageTextSource:
     pokemon-blip-captions): each image is resized on its shortest side and centre-cropped, as in the
     diffusers SDXL training example. Decoding files is the data pipeline's job, once per sample."""
 
-    def __init__(self, rows, resolution: int, image_column: str = "image", caption_column: str = "text",
-                 name: str = "hf"):
+    def __init__(
+        self, rows, resolution: int, image_column: str = "image", caption_column: str = "text", name: str = "hf"
+    ):
         self.rows, self.resolution, self.name = rows, resolution, name
         self.image_column, self.caption_column = image_column, caption_column
 
@@ -147,8 +149,14 @@ def add_lora(unet, spec: LoraSpec) -> None:
     from peft import LoraConfig
 
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=spec.rank, lora_alpha=spec.alpha or spec.rank, init_lora_weights="gaussian",
-                                target_modules=list(spec.targets)))
+    unet.add_adapter(
+        LoraConfig(
+            r=spec.rank,
+            lora_alpha=spec.alpha or spec.rank,
+            init_lora_weights="gaussian",
+            target_modules=list(spec.targets),
+        )
+    )
 
 
 def merged_unet(unet):
@@ -192,6 +200,7 @@ def differentiable(reward):
 
         return clip_with_grad
     if kind == "FusionReward":
+
         def fusion_with_grad(images, prompts):
             ids, mask = reward.tokens(prompts)
             return (reward.model(reward.preprocess(images.float()), ids, mask) - reward.mean) / reward.std
@@ -201,9 +210,11 @@ def differentiable(reward):
     def checked(images, prompts):
         r = reward(images, prompts)
         if not r.requires_grad:
-            raise TypeError(f"reward {getattr(reward, 'name', kind)!r} gives no gradient (it scores under no_grad); "
-                            f"methods that backpropagate through the reward need a differentiable one: give it a "
-                            f"`with_grad(images, prompts)` method")
+            raise TypeError(
+                f"reward {getattr(reward, 'name', kind)!r} gives no gradient (it scores under no_grad); "
+                f"methods that backpropagate through the reward need a differentiable one: give it a "
+                f"`with_grad(images, prompts)` method"
+            )
         return r
 
     return checked
@@ -234,10 +245,12 @@ class SampledRounds:
         rnd, j = divmod(step - 1, self.spec.updates_per_sample)
         if self._round != rnd:
             if j:
-                raise RuntimeError(f"{self.name}: step {step} is inside round {rnd} but its samples are missing; "
-                                   f"resume from a checkpoint written by the training loop (it stores them)")
+                raise RuntimeError(
+                    f"{self.name}: step {step} is inside round {rnd} but its samples are missing; "
+                    f"resume from a checkpoint written by the training loop (it stores them)"
+                )
             self._buf, self._round = self._sample(gen), rnd
-        return self._buf, self._buf["order"][j * self.batch_size:(j + 1) * self.batch_size]
+        return self._buf, self._buf["order"][j * self.batch_size : (j + 1) * self.batch_size]
 
 
 # ----------------------------------------------------------------------------- the method base
@@ -249,8 +262,14 @@ class UNetMethod:
 
     name = "unet-method"
 
-    def __init__(self, model: T2IModel, batch_size: int, fingerprint: dict | None = None,
-                 lora: LoraSpec | None = None, reference: bool = False):
+    def __init__(
+        self,
+        model: T2IModel,
+        batch_size: int,
+        fingerprint: dict | None = None,
+        lora: LoraSpec | None = None,
+        reference: bool = False,
+    ):
         self.model = model
         self.batch_size = batch_size
         self._fp = dict(fingerprint or {})

@@ -46,8 +46,9 @@ class D3POSpec:
             raise ValueError("need updates_per_sample >= 1, timestep_fraction in (0, 1], ratio_clip in (0, 1)")
 
 
-def d3po_loss(lp_w: torch.Tensor, lp_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float,
-              ratio_clip: float) -> torch.Tensor:
+def d3po_loss(
+    lp_w: torch.Tensor, lp_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float, ratio_clip: float
+) -> torch.Tensor:
     """Per-step log-probabilities of winner/loser transitions under the policy and the reference."""
     lo, hi = torch.log(torch.tensor(1 - ratio_clip)), torch.log(torch.tensor(1 + ratio_clip))
     log_r_w = (lp_w - ref_w).clamp(lo.item(), hi.item())  # log of the clipped ratio
@@ -58,11 +59,24 @@ def d3po_loss(lp_w: torch.Tensor, lp_l: torch.Tensor, ref_w: torch.Tensor, ref_l
 class D3PO(SampledRounds, UNetMethod):
     name = "d3po"
 
-    def __init__(self, model: T2IModel, prompts: PromptSource, batch_size: int, spec: D3POSpec,
-                 rater: Rater | None = None, lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        prompts: PromptSource,
+        batch_size: int,
+        spec: D3POSpec,
+        rater: Rater | None = None,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         self.rater = rater or Rater()
-        super().__init__(model, batch_size, {"spec": vars(spec), "rater": vars(self.rater), **(fingerprint or {})},
-                         lora=lora, reference=True)
+        super().__init__(
+            model,
+            batch_size,
+            {"spec": vars(spec), "rater": vars(self.rater), **(fingerprint or {})},
+            lora=lora,
+            reference=True,
+        )
         self.prompts, self.spec = prompts, spec
         self.group = batch_size * spec.updates_per_sample
 
@@ -71,14 +85,25 @@ class D3PO(SampledRounds, UNetMethod):
         model, spec, g = self.model, self.spec, self.group
         prompts = self.prompts.batch(g, gen)
         x_T = torch.randn((g, *model.latent_shape), generator=gen).to(self.device, model.dtype).repeat(2, 1, 1, 1)
-        traj = diffusion.sample_with_log_probs(model.denoiser(model.encode_prompts(prompts + prompts), spec.guidance),
-                                               model.scheduler, x_T * model.scheduler.init_noise_sigma,
-                                               spec.sample_steps, spec.eta, gen)
+        traj = diffusion.sample_with_log_probs(
+            model.denoiser(model.encode_prompts(prompts + prompts), spec.guidance),
+            model.scheduler,
+            x_T * model.scheduler.init_noise_sigma,
+            spec.sample_steps,
+            spec.eta,
+            gen,
+        )
         images = model.decode(traj.latents[-1]).cpu()  # rows: side a (g), then side b (g)
         a_wins = self.rater.prefer(images[:g], images[g:], prompts, gen)
         utility = self.rater.utility(images, prompts + prompts).float()
-        return {"latents": traj.latents, "timesteps": traj.timesteps, "a_wins": a_wins.to(self.device),
-                "utility": utility, "order": torch.randperm(g, generator=gen).to(self.device), "prompts": prompts}
+        return {
+            "latents": traj.latents,
+            "timesteps": traj.timesteps,
+            "a_wins": a_wins.to(self.device),
+            "utility": utility,
+            "order": torch.randperm(g, generator=gen).to(self.device),
+            "prompts": prompts,
+        }
 
     def loss(self, step: int, gen: torch.Generator):
         model, spec = self.model, self.spec
@@ -97,11 +122,16 @@ class D3PO(SampledRounds, UNetMethod):
         cond = model.encode_prompts(prompts).repeat_interleave(ts.shape[1])
         s = diffusion.stride(model.scheduler, spec.sample_steps)
         lp = diffusion.step_log_prob(model.denoiser(cond, spec.guidance), model.scheduler, x_t, t, x_prev, s, spec.eta)
-        ref = diffusion.step_log_prob(self.ref_denoiser(cond, spec.guidance), model.scheduler, x_t, t, x_prev, s,
-                                      spec.eta)
+        ref = diffusion.step_log_prob(
+            self.ref_denoiser(cond, spec.guidance), model.scheduler, x_t, t, x_prev, s, spec.eta
+        )
         n = len(lp) // 2
         loss = d3po_loss(lp[:n], lp[n:], ref[:n], ref[n:], spec.beta, spec.ratio_clip)
         u = buf["utility"]
-        return loss, {"reward_mean": u.mean().item(), "reward_std": u.std(unbiased=False).item(),
-                      "a_preferred": buf["a_wins"].float().mean().item(),
-                      "log_ratio": (lp - ref).mean().item(), "nfe": self.nfe_since(mark)}
+        return loss, {
+            "reward_mean": u.mean().item(),
+            "reward_std": u.std(unbiased=False).item(),
+            "a_preferred": buf["a_wins"].float().mean().item(),
+            "log_ratio": (lp - ref).mean().item(),
+            "nfe": self.nfe_since(mark),
+        }

@@ -75,12 +75,22 @@ def pick_timesteps(b: int, steps: int, fraction: float, gen: torch.Generator) ->
 class DDPO(SampledRounds, UNetMethod):
     name = "ddpo"
 
-    def __init__(self, model: T2IModel, reward, prompts: PromptSource, batch_size: int, spec: DDPOSpec,
-                 lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        reward,
+        prompts: PromptSource,
+        batch_size: int,
+        spec: DDPOSpec,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         self.group = batch_size * spec.updates_per_sample
         if self.group % spec.images_per_prompt:
-            raise ValueError(f"ddpo: batch_size x updates_per_sample = {self.group} trajectories per round must be a "
-                             f"multiple of images_per_prompt = {spec.images_per_prompt}")
+            raise ValueError(
+                f"ddpo: batch_size x updates_per_sample = {self.group} trajectories per round must be a "
+                f"multiple of images_per_prompt = {spec.images_per_prompt}"
+            )
         super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
         self.reward, self.prompts, self.spec = reward, prompts, spec
 
@@ -89,13 +99,24 @@ class DDPO(SampledRounds, UNetMethod):
         model, spec, k = self.model, self.spec, self.spec.images_per_prompt
         prompts = [p for p in self.prompts.batch(self.group // k, gen) for _ in range(k)]
         x_T = torch.randn((self.group, *model.latent_shape), generator=gen).to(self.device, model.dtype)
-        traj = diffusion.sample_with_log_probs(model.denoiser(model.encode_prompts(prompts), spec.guidance),
-                                               model.scheduler, x_T * model.scheduler.init_noise_sigma,
-                                               spec.sample_steps, spec.eta, gen)
+        traj = diffusion.sample_with_log_probs(
+            model.denoiser(model.encode_prompts(prompts), spec.guidance),
+            model.scheduler,
+            x_T * model.scheduler.init_noise_sigma,
+            spec.sample_steps,
+            spec.eta,
+            gen,
+        )
         rewards = self.reward(model.decode(traj.latents[-1]), prompts).float()
-        return {"latents": traj.latents, "log_probs": traj.log_probs, "timesteps": traj.timesteps,
-                "rewards": rewards, "adv": per_prompt_advantages(rewards, k, spec.adv_clip).to(self.device),
-                "order": torch.randperm(self.group, generator=gen).to(self.device), "prompts": prompts}
+        return {
+            "latents": traj.latents,
+            "log_probs": traj.log_probs,
+            "timesteps": traj.timesteps,
+            "rewards": rewards,
+            "adv": per_prompt_advantages(rewards, k, spec.adv_clip).to(self.device),
+            "order": torch.randperm(self.group, generator=gen).to(self.device),
+            "prompts": prompts,
+        }
 
     def loss(self, step: int, gen: torch.Generator):
         model, spec = self.model, self.spec
@@ -106,13 +127,23 @@ class DDPO(SampledRounds, UNetMethod):
         col = idx[:, None].expand_as(ts)
         x_t, x_prev = buf["latents"][ts, col], buf["latents"][ts + 1, col]  # (b, n, C, H, W)
         cond = model.encode_prompts([buf["prompts"][i] for i in idx.tolist()]).repeat_interleave(ts.shape[1])
-        new_lp = diffusion.step_log_prob(model.denoiser(cond, spec.guidance), model.scheduler, x_t.flatten(0, 1),
-                                         buf["timesteps"][ts].flatten(), x_prev.flatten(0, 1),
-                                         diffusion.stride(model.scheduler, spec.sample_steps), spec.eta)
+        new_lp = diffusion.step_log_prob(
+            model.denoiser(cond, spec.guidance),
+            model.scheduler,
+            x_t.flatten(0, 1),
+            buf["timesteps"][ts].flatten(),
+            x_prev.flatten(0, 1),
+            diffusion.stride(model.scheduler, spec.sample_steps),
+            spec.eta,
+        )
         old_lp = buf["log_probs"][ts, col].flatten()
         adv = buf["adv"][idx].repeat_interleave(ts.shape[1])
         loss, clip_frac = clipped_surrogate(new_lp, old_lp, adv, spec.clip_range)
         r = buf["rewards"]
-        return loss, {"reward_mean": r.mean().item(), "reward_std": r.std(unbiased=False).item(),
-                      "clip_frac": clip_frac.item(), "approx_kl": 0.5 * (new_lp - old_lp).pow(2).mean().item(),
-                      "nfe": self.nfe_since(mark)}
+        return loss, {
+            "reward_mean": r.mean().item(),
+            "reward_std": r.std(unbiased=False).item(),
+            "clip_frac": clip_frac.item(),
+            "approx_kl": 0.5 * (new_lp - old_lp).pow(2).mean().item(),
+            "nfe": self.nfe_since(mark),
+        }

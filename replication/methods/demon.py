@@ -46,8 +46,17 @@ def demon_weights(r: torch.Tensor, kind: str = "tanh", tau: float | None = None)
 class Demon(InferenceSampler):
     name = "demon"
 
-    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024,
-                 kind: str = "tanh", tau: float | None = None, eta: float = 1.0, x0_steps: int = 4):
+    def __init__(
+        self,
+        verifier,
+        num_steps: int = 50,
+        guidance_scale: float = 5.0,
+        max_rows: int = 1024,
+        kind: str = "tanh",
+        tau: float | None = None,
+        eta: float = 1.0,
+        x0_steps: int = 4,
+    ):
         super().__init__(verifier, num_steps, guidance_scale, max_rows)
         if kind not in ("tanh", "boltzmann"):
             raise ValueError(f"demon.kind must be 'tanh' or 'boltzmann', got {kind!r}")
@@ -94,8 +103,9 @@ class Demon(InferenceSampler):
             z = seeded_normal(seeds, (k, *x.shape[1:]), "demon", i, device=x.device, dtype=x.dtype)  # (B, K, ...)
             cand = (st.mean.unsqueeze(1) + std * z).flatten(0, 1)
             t_prev = (tv - s).repeat_interleave(k)
-            x0 = diffusion.predict_x0(eps_k, sched, cand, t_prev, "ode" if self.x0_steps > 1 else "tweedie",
-                                      self.x0_steps)
+            x0 = diffusion.predict_x0(
+                eps_k, sched, cand, t_prev, "ode" if self.x0_steps > 1 else "tweedie", self.x0_steps
+            )
             r = self.verifier(model, x0, prompts_k).view(len(x), k)
             w = demon_weights(r, self.kind, self.tau)
             z_star = unit_norm_like((w.view(*w.shape, 1, 1, 1) * z).sum(1))

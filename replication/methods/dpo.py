@@ -47,15 +47,25 @@ class PairSource:
 
     def batch(self, size: int, gen: torch.Generator, device):
         idx = torch.randint(len(self), (size,), generator=gen).numpy()
-        return (self._float(self.winners[idx], device), self._float(self.losers[idx], device),
-                [self.prompts[i] for i in idx])
+        return (
+            self._float(self.winners[idx], device),
+            self._float(self.losers[idx], device),
+            [self.prompts[i] for i in idx],
+        )
 
 
 class DiffusionDPO(UNetMethod):
     name = "diffusion-dpo"
 
-    def __init__(self, model: T2IModel, pairs: PairSource, batch_size: int, beta: float = 2500.0,
-                 lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        pairs: PairSource,
+        batch_size: int,
+        beta: float = 2500.0,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         if beta <= 0:
             raise ValueError(f"diffusion_dpo.beta must be > 0, got {beta}")
         super().__init__(model, batch_size, {"beta": beta, **(fingerprint or {})}, lora=lora, reference=True)
@@ -77,5 +87,8 @@ class DiffusionDPO(UNetMethod):
         mse = (model.eps(x_t, t, both).float() - target).pow(2).mean(dim=(1, 2, 3))
         ref = (self.ref_denoiser(both)(x_t, t).float() - target).pow(2).mean(dim=(1, 2, 3))
         loss, z = dpo_loss(mse[:b], mse[b:], ref[:b], ref[b:], self.beta)
-        return loss, {"dpo_logit": z.mean().item(), "implicit_acc": (z > 0).float().mean().item(),
-                      "nfe": self.nfe_since(mark)}
+        return loss, {
+            "dpo_logit": z.mean().item(),
+            "implicit_acc": (z > 0).float().mean().item(),
+            "nfe": self.nfe_since(mark),
+        }

@@ -42,8 +42,10 @@ class BackpropSpec:
         if self.mode == "draft" and not 1 <= self.k <= self.sample_steps:
             raise ValueError(f"draft needs 1 <= k <= sample_steps (k={self.k}, sample_steps={self.sample_steps})")
         if self.mode == "refl" and not 1 <= self.stop_range <= self.sample_steps:
-            raise ValueError(f"refl needs 1 <= stop_range <= sample_steps (stop_range={self.stop_range}, "
-                             f"sample_steps={self.sample_steps})")
+            raise ValueError(
+                f"refl needs 1 <= stop_range <= sample_steps (stop_range={self.stop_range}, "
+                f"sample_steps={self.sample_steps})"
+            )
 
 
 def backprop_images(model: T2IModel, prompts: list[str], spec: BackpropSpec, gen: torch.Generator) -> torch.Tensor:
@@ -53,8 +55,7 @@ def backprop_images(model: T2IModel, prompts: list[str], spec: BackpropSpec, gen
     grid = diffusion.inference_timesteps(sched, spec.sample_steps).to(model.device)
     s = diffusion.stride(sched, spec.sample_steps)
     n = len(grid)
-    first_grad = n - spec.k if spec.mode == "draft" else int(torch.randint(n - spec.stop_range, n, (1,),
-                                                                           generator=gen))
+    first_grad = n - spec.k if spec.mode == "draft" else int(torch.randint(n - spec.stop_range, n, (1,), generator=gen))
     last = n if spec.mode == "draft" else first_grad + 1
     x = torch.randn((b, *model.latent_shape), generator=gen).to(model.device, model.dtype) * sched.init_noise_sigma
     eps_fn = model.denoiser(model.encode_prompts(prompts), spec.guidance)
@@ -75,8 +76,16 @@ def reward_objective(r: torch.Tensor, spec: BackpropSpec) -> torch.Tensor:
 class RewardBackprop(UNetMethod):
     name = "draft"
 
-    def __init__(self, model: T2IModel, reward, prompts: PromptSource, batch_size: int, spec: BackpropSpec,
-                 lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        reward,
+        prompts: PromptSource,
+        batch_size: int,
+        spec: BackpropSpec,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
         self.reward, self.prompts, self.spec = differentiable(reward), prompts, spec
         self.name = spec.mode
@@ -85,6 +94,8 @@ class RewardBackprop(UNetMethod):
         mark = self.nfe_mark()
         prompts = self.prompts.batch(self.batch_size, gen)
         r = self.reward(backprop_images(self.model, prompts, self.spec, gen), prompts).float()
-        return reward_objective(r, self.spec), {"reward_mean": r.mean().item(),
-                                                "reward_std": r.std(unbiased=False).item(),
-                                                "nfe": self.nfe_since(mark)}
+        return reward_objective(r, self.spec), {
+            "reward_mean": r.mean().item(),
+            "reward_std": r.std(unbiased=False).item(),
+            "nfe": self.nfe_since(mark),
+        }

@@ -25,13 +25,24 @@ from .inference_time import InferenceSampler, derive_seed, initial_noise, seeded
 class Free2Guide(InferenceSampler):
     name = "free2guide"
 
-    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024,
-                 fraction: float = 0.1, eta: float = 1.0, temperature: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        verifier,
+        num_steps: int = 50,
+        guidance_scale: float = 5.0,
+        max_rows: int = 1024,
+        fraction: float = 0.1,
+        eta: float = 1.0,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ):
         super().__init__(verifier, num_steps, guidance_scale, max_rows)
         if not 0 < fraction <= 1:
             raise ValueError(f"free2guide.fraction must be in (0, 1], got {fraction}")
         if eta <= 0 or temperature < 0:
-            raise ValueError("free2guide needs eta > 0 (candidates differ only by the step's noise) and temperature >= 0")
+            raise ValueError(
+                "free2guide needs eta > 0 (candidates differ only by the step's noise) and temperature >= 0"
+            )
         self.fraction, self.eta, self.temperature, self.seed = fraction, eta, temperature, seed
         slots = max(0, num_steps - 1)
         g = min(slots, max(1, round(fraction * num_steps)))
@@ -87,6 +98,7 @@ class Free2Guide(InferenceSampler):
         if self.temperature == 0:
             return r.argmax(1)
         p = torch.softmax((r - r.max(1, keepdim=True).values) / self.temperature, dim=1).cpu()
-        u = torch.tensor([torch.rand((), generator=torch.Generator().manual_seed(derive_seed(s, "f2g-pick", step)))
-                          for s in seeds])
+        u = torch.tensor(
+            [torch.rand((), generator=torch.Generator().manual_seed(derive_seed(s, "f2g-pick", step))) for s in seeds]
+        )
         return torch.searchsorted(p.cumsum(1), u.unsqueeze(1)).squeeze(1).clamp(max=r.shape[1] - 1).to(r.device)

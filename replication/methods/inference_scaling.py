@@ -28,8 +28,15 @@ from .inference_time import NoiseSearch, initial_noise, pieces, seeded_normal
 class ZeroOrderSearch(NoiseSearch):
     name = "inference_scaling"
 
-    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024,
-                 candidates: int = 4, step: float = 0.5):
+    def __init__(
+        self,
+        verifier,
+        num_steps: int = 50,
+        guidance_scale: float = 5.0,
+        max_rows: int = 1024,
+        candidates: int = 4,
+        step: float = 0.5,
+    ):
         super().__init__(verifier, num_steps, guidance_scale, max_rows)
         if candidates < 1:
             raise ValueError(f"inference_scaling.candidates must be >= 1, got {candidates}")
@@ -53,8 +60,14 @@ class ZeroOrderSearch(NoiseSearch):
         while done < total:
             centre, end = pivot, min(total, done + self.candidates)
             for a, b in pieces(done, end, marks, self.candidates_per_call(len(prompts))):
-                eps = torch.cat([seeded_normal(seeds, model.latent_shape, "zero-order", rnd, j - done,
-                                               device=best.device, dtype=best.dtype) for j in range(a, b)])
+                eps = torch.cat(
+                    [
+                        seeded_normal(
+                            seeds, model.latent_shape, "zero-order", rnd, j - done, device=best.device, dtype=best.dtype
+                        )
+                        for j in range(a, b)
+                    ]
+                )
                 noise = self.neighbour(centre.repeat(b - a, 1, 1, 1), eps)
                 x, s = self.generate(model, cond, prompts, noise * sigma, b - a)
                 old = score

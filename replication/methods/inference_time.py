@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -35,11 +35,14 @@ def derive_seed(seed: int, *keys) -> int:
     return int(np.random.SeedSequence([abs(i) for i in ints]).generate_state(1, np.uint64)[0] % (2**63 - 1))
 
 
-def seeded_normal(seeds: Sequence[int], shape: tuple[int, ...], *keys, device="cpu", dtype=torch.float32) -> torch.Tensor:
+def seeded_normal(
+    seeds: Sequence[int], shape: tuple[int, ...], *keys, device="cpu", dtype=torch.float32
+) -> torch.Tensor:
     """(len(seeds), *shape) standard normals; row b depends only on (seeds[b], keys), so results do not
     depend on how prompts are batched (CPU generators: identical on every device)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(derive_seed(s, *keys)))
-                        for s in seeds]).to(device, dtype)
+    return torch.stack(
+        [torch.randn(shape, generator=torch.Generator().manual_seed(derive_seed(s, *keys))) for s in seeds]
+    ).to(device, dtype)
 
 
 def initial_noise(model, seeds: Sequence[int], candidate: int = 0) -> torch.Tensor:
@@ -74,8 +77,8 @@ class Verifier:
             raise ValueError(f"verifier got {len(latents)} latents but {len(prompts)} prompts")
         out = []
         for i in range(0, len(latents), self.chunk):
-            images = model.decode(latents[i:i + self.chunk])
-            out.append(self.reward(images, list(prompts[i:i + self.chunk])).float().flatten().to(latents.device))
+            images = model.decode(latents[i : i + self.chunk])
+            out.append(self.reward(images, list(prompts[i : i + self.chunk])).float().flatten().to(latents.device))
         self.images += len(latents)
         scores = torch.cat(out)
         if not torch.isfinite(scores).all():
@@ -128,8 +131,10 @@ class InferenceSampler:
 
     def check_budget(self, budget: int) -> int:
         if int(budget) != budget or budget < self.base_cost:
-            raise ValueError(f"{self.name}: budget {budget} NFE/image is below the base cost {self.base_cost} "
-                             f"({self.num_steps} DDIM steps x {self.rows_per_eval}); give at least the base cost")
+            raise ValueError(
+                f"{self.name}: budget {budget} NFE/image is below the base cost {self.base_cost} "
+                f"({self.num_steps} DDIM steps x {self.rows_per_eval}); give at least the base cost"
+            )
         return int(budget)
 
     # -- sampling
@@ -143,8 +148,9 @@ class InferenceSampler:
         return self.sample_budgets(model, prompts, seeds, [budget])[int(budget)]
 
     @torch.no_grad()
-    def sample_budgets(self, model, prompts: Sequence[str], seeds: Sequence[int],
-                       budgets: Sequence[int]) -> dict[int, SamplerResult]:
+    def sample_budgets(
+        self, model, prompts: Sequence[str], seeds: Sequence[int], budgets: Sequence[int]
+    ) -> dict[int, SamplerResult]:
         """One independent run per budget (search samplers override this with one anytime run)."""
         return {int(b): self._measure(model, prompts, seeds, int(b)) for b in budgets}
 
@@ -220,8 +226,13 @@ class NoiseSearch(InferenceSampler):
             nfe0, ver0, got = model.nfe.evals, self.verifier.images, {}
             for done, lat, sc, info in self._search(model, cond, prompts[sl], seeds[sl], marks):
                 if done in marks:
-                    got[done] = (lat.clone(), sc.clone(), dict(info), model.nfe.evals - nfe0,
-                                 self.verifier.images - ver0)
+                    got[done] = (
+                        lat.clone(),
+                        sc.clone(),
+                        dict(info),
+                        model.nfe.evals - nfe0,
+                        self.verifier.images - ver0,
+                    )
             snaps.append(got)
         out = {}
         n = len(prompts)
@@ -231,8 +242,14 @@ class NoiseSearch(InferenceSampler):
             spent = sum(p[3] for p in parts)
             if spent > b * n:
                 raise RuntimeError(f"{self.name} spent {spent / n:.1f} NFE/image, over its budget of {b}")
-            out[b] = SamplerResult(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), b, spent / n,
-                                   sum(p[4] for p in parts) / n, parts[-1][2])
+            out[b] = SamplerResult(
+                torch.cat([p[0] for p in parts]),
+                torch.cat([p[1] for p in parts]),
+                b,
+                spent / n,
+                sum(p[4] for p in parts) / n,
+                parts[-1][2],
+            )
         return out
 
     def candidates_per_call(self, n_prompts: int) -> int:
@@ -267,12 +284,17 @@ SAMPLERS = {  # name -> (module, class): the samplers of Fig. 5
     "demon": ("demon", "Demon"),
     "free2guide": ("free2guide", "Free2Guide"),
 }
-LABELS = {"best_of_n": "Best-of-N (random search)", "inference_scaling": "Inference Scaling (zero-order search)",
-          "demon": "Demon (tanh)", "free2guide": "Free2Guide"}
+LABELS = {
+    "best_of_n": "Best-of-N (random search)",
+    "inference_scaling": "Inference Scaling (zero-order search)",
+    "demon": "Demon (tanh)",
+    "free2guide": "Free2Guide",
+}
 
 
-def make_sampler(name: str, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024,
-                 **options) -> InferenceSampler:
+def make_sampler(
+    name: str, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024, **options
+) -> InferenceSampler:
     """A sampler by name with its own options (e.g. make_sampler('demon', reward, kind='boltzmann'))."""
     import importlib
 

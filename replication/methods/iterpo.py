@@ -32,8 +32,16 @@ from .draft import BackpropSpec, backprop_images, reward_objective
 class IterPO(UNetMethod):
     name = "iterpo"
 
-    def __init__(self, model: T2IModel, rewards: list[tuple[object, float]], prompts: PromptSource,
-                 batch_size: int, spec: BackpropSpec, lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        rewards: list[tuple[object, float]],
+        prompts: PromptSource,
+        batch_size: int,
+        spec: BackpropSpec,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         if spec.mode != "refl" or spec.objective != "hinge":
             raise ValueError("IterPO is ReFL-style feedback learning: spec.mode must be 'refl', objective 'hinge'")
         if not rewards:
@@ -50,6 +58,9 @@ class IterPO(UNetMethod):
         scores = [(fn(images, prompts).float(), w) for fn, w in self.rewards]
         loss = sum(w * reward_objective(r, spec) for r, w in scores)  # one ReFL hinge per reward
         total = sum(w * r for r, w in scores)
-        return loss, {"reward_mean": total.mean().item(), "reward_std": total.std(unbiased=False).item(),
-                      "hinge_active": torch.stack([(r < spec.margin).float().mean() for r, _ in scores]).mean().item(),
-                      "nfe": self.nfe_since(mark)}
+        return loss, {
+            "reward_mean": total.mean().item(),
+            "reward_std": total.std(unbiased=False).item(),
+            "hinge_active": torch.stack([(r < spec.margin).float().mean() for r, _ in scores]).mean().item(),
+            "nfe": self.nfe_since(mark),
+        }

@@ -113,8 +113,9 @@ def step_targets(scheduler, x0: torch.Tensor, eps: torch.Tensor, t_steps: torch.
 
 
 @torch.no_grad()
-def explore(model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec: SharpeningSpec,
-            gen: torch.Generator) -> Exploration:
+def explore(
+    model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec: SharpeningSpec, gen: torch.Generator
+) -> Exploration:
     """Steps 2-5: noise each clean latent n times, roll out m steps, score every step and trajectory."""
     b, n = x0.shape[0], spec.n
     sched = model.scheduler
@@ -123,8 +124,9 @@ def explore(model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec:
     eps = torch.randn((b * n, *x0.shape[1:]), generator=gen).to(dev, x0.dtype)
     x_t = diffusion.add_noise(sched, x0.repeat_interleave(n, 0), eps, t)
     cond = model.encode_prompts(prompts).repeat_interleave(n)
-    traj = diffusion.rollout(model.denoiser(cond), sched, x_t, t, spec.m, diffusion.stride(sched, spec.infer_steps),
-                             spec.x0, spec.ode_steps)
+    traj = diffusion.rollout(
+        model.denoiser(cond), sched, x_t, t, spec.m, diffusion.stride(sched, spec.infer_steps), spec.x0, spec.ode_steps
+    )
     rep = [p for p in prompts for _ in range(n)]
     step_r = score_steps(model, reward, traj, rep)
     total = step_r.nansum(0)
@@ -136,8 +138,16 @@ def explore(model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec:
 class SFTSharpening(UNetMethod):
     name = "sft-sharpening"
 
-    def __init__(self, model: T2IModel, reward, data: ImageTextSource, batch_size: int, spec: SharpeningSpec,
-                 fingerprint: dict | None = None, lora: LoraSpec | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        reward,
+        data: ImageTextSource,
+        batch_size: int,
+        spec: SharpeningSpec,
+        fingerprint: dict | None = None,
+        lora: LoraSpec | None = None,
+    ):
         super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
         self.reward, self.data, self.spec = reward, data, spec
 
@@ -151,8 +161,14 @@ class SFTSharpening(UNetMethod):
         b = x0.shape[0]
         chosen = torch.arange(b, device=x0.device) * spec.n + ex.scores.argmax(1).to(x0.device)
         # Step 6: the chosen trajectories again, now with gradients through every unrolled step.
-        traj = diffusion.rollout(model.denoiser(ex.cond[chosen]), model.scheduler, ex.x_t[chosen], ex.t[chosen],
-                                 spec.m, diffusion.stride(model.scheduler, spec.infer_steps))
+        traj = diffusion.rollout(
+            model.denoiser(ex.cond[chosen]),
+            model.scheduler,
+            ex.x_t[chosen],
+            ex.t[chosen],
+            spec.m,
+            diffusion.stride(model.scheduler, spec.infer_steps),
+        )
         target = step_targets(model.scheduler, x0, ex.eps[chosen], traj.t)
         mse = (traj.out.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (m, B)
         valid = traj.valid.float()
@@ -187,8 +203,17 @@ def masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return (v * w).sum(0) / w.sum(0).clamp_min(1)
 
 
-def rlhf_loss(variant: str, mse_w: torch.Tensor, mse_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
-              valid_w: torch.Tensor, valid_l: torch.Tensor, margin: torch.Tensor, beta: float):
+def rlhf_loss(
+    variant: str,
+    mse_w: torch.Tensor,
+    mse_l: torch.Tensor,
+    ref_w: torch.Tensor,
+    ref_l: torch.Tensor,
+    valid_w: torch.Tensor,
+    valid_l: torch.Tensor,
+    margin: torch.Tensor,
+    beta: float,
+):
     """The RLHF sharpening loss of best (w) vs worst (l) trajectories, per prompt, then averaged.
 
     mse_*: (m, B) per-step epsilon-MSE of the policy along each trajectory; ref_*: the frozen
@@ -223,12 +248,26 @@ class RLHFSharpening(UNetMethod):
 
     name = "rlhf-sharpening"
 
-    def __init__(self, model: T2IModel, reward, prompts: PromptSource, batch_size: int, spec: SharpeningSpec,
-                 rlhf: RLHFSpec, lora: LoraSpec | None = None, fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model: T2IModel,
+        reward,
+        prompts: PromptSource,
+        batch_size: int,
+        spec: SharpeningSpec,
+        rlhf: RLHFSpec,
+        lora: LoraSpec | None = None,
+        fingerprint: dict | None = None,
+    ):
         if spec.n < 2:
             raise ValueError("RLHF sharpening compares the best and the worst trajectory: it needs n >= 2")
-        super().__init__(model, batch_size, {"spec": vars(spec), "rlhf": vars(rlhf), **(fingerprint or {})},
-                         lora=lora, reference=True)
+        super().__init__(
+            model,
+            batch_size,
+            {"spec": vars(spec), "rlhf": vars(rlhf), **(fingerprint or {})},
+            lora=lora,
+            reference=True,
+        )
         self.reward, self.prompts, self.spec, self.rlhf = reward, prompts, spec, rlhf
 
     @torch.no_grad()
@@ -238,8 +277,12 @@ class RLHFSharpening(UNetMethod):
         model, spec, rl = self.model, self.spec, self.rlhf
         prompts = self.prompts.batch(self.batch_size, gen)
         noise = torch.randn((len(prompts), *model.latent_shape), generator=gen).to(self.device, model.dtype)
-        x0 = diffusion.sample(model.denoiser(model.encode_prompts(prompts), rl.gen_guidance), model.scheduler,
-                              noise * model.scheduler.init_noise_sigma, rl.gen_steps)
+        x0 = diffusion.sample(
+            model.denoiser(model.encode_prompts(prompts), rl.gen_guidance),
+            model.scheduler,
+            noise * model.scheduler.init_noise_sigma,
+            rl.gen_steps,
+        )
         return explore(model, self.reward, x0, prompts, spec, gen)
 
     def pair_loss(self, ex: Exploration):
@@ -249,8 +292,14 @@ class RLHFSharpening(UNetMethod):
         b, dev = ex.scores.shape[0], self.device
         rows = torch.arange(b, device=dev) * spec.n
         pick = torch.cat([rows + ex.scores.argmax(1).to(dev), rows + ex.scores.argmin(1).to(dev)])
-        traj = diffusion.rollout(model.denoiser(ex.cond[pick]), sched, ex.x_t[pick], ex.t[pick], spec.m,
-                                 diffusion.stride(sched, spec.infer_steps))
+        traj = diffusion.rollout(
+            model.denoiser(ex.cond[pick]),
+            sched,
+            ex.x_t[pick],
+            ex.t[pick],
+            spec.m,
+            diffusion.stride(sched, spec.infer_steps),
+        )
         target = step_targets(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], traj.t).float()
         mse = (traj.out.float() - target).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
         k = 1 if rl.loss == "official" else spec.m
@@ -258,13 +307,26 @@ class RLHFSharpening(UNetMethod):
         ref_out = ref_fn(traj.x[:k].detach().flatten(0, 1), traj.t[:k].flatten()).view(k, *traj.out.shape[1:])
         ref_mse = (ref_out.float() - target[:k]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
         margin = rl.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
-        loss, z = rlhf_loss(rl.loss, mse[:, :b], mse[:, b:], ref_mse[:, :b], ref_mse[:, b:], traj.valid[:, :b],
-                            traj.valid[:, b:], margin, rl.beta)
+        loss, z = rlhf_loss(
+            rl.loss,
+            mse[:, :b],
+            mse[:, b:],
+            ref_mse[:, :b],
+            ref_mse[:, b:],
+            traj.valid[:, :b],
+            traj.valid[:, b:],
+            margin,
+            rl.beta,
+        )
         return loss, z, margin
 
     def loss(self, step: int, gen: torch.Generator):
         mark = self.nfe_mark()
         ex = self.select(gen)
         loss, z, margin = self.pair_loss(ex)
-        return loss, {**ex.metrics(), "reward_margin": margin.mean().item(), "dpo_logit": z.mean().item(),
-                      "nfe": self.nfe_since(mark)}
+        return loss, {
+            **ex.metrics(),
+            "reward_margin": margin.mean().item(),
+            "dpo_logit": z.mean().item(),
+            "nfe": self.nfe_since(mark),
+        }

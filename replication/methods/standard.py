@@ -17,10 +17,22 @@ from .common import ImageTextSource, LoraSpec, UNetMethod
 class StandardFinetune(UNetMethod):
     name = "standard-finetune"
 
-    def __init__(self, model: T2IModel, data: ImageTextSource, batch_size: int, cond_dropout: float = 0.0,
-                 train_text_encoder: bool = False, fingerprint: dict | None = None, lora: LoraSpec | None = None):
-        super().__init__(model, batch_size, {"cond_dropout": cond_dropout, "train_text_encoder": train_text_encoder,
-                                             **(fingerprint or {})}, lora=lora)
+    def __init__(
+        self,
+        model: T2IModel,
+        data: ImageTextSource,
+        batch_size: int,
+        cond_dropout: float = 0.0,
+        train_text_encoder: bool = False,
+        fingerprint: dict | None = None,
+        lora: LoraSpec | None = None,
+    ):
+        super().__init__(
+            model,
+            batch_size,
+            {"cond_dropout": cond_dropout, "train_text_encoder": train_text_encoder, **(fingerprint or {})},
+            lora=lora,
+        )
         self.data, self.cond_dropout, self.train_text_encoder = data, cond_dropout, train_text_encoder
         if train_text_encoder:
             if model.kind != "sd":

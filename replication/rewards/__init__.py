@@ -16,7 +16,7 @@ points a name at another folder or hub id.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .aesthetic import AestheticScore
 from .base import ImagePreprocess, Reward, Weighted, check_batch, parse_weights
@@ -48,5 +48,16 @@ def load_reward(spec: str, device="cpu", sources: dict[str, str] | None = None) 
     return parts[0][0] if len(parts) == 1 and parts[0][1] == 1.0 else Weighted(parts)
 
 
-__all__ = ["Reward", "REGISTRY", "load_reward", "CLIPScore", "AestheticScore", "MLLMGrader", "load_preference",
-           "ImagePreprocess", "Weighted", "check_batch", "parse_weights"]
+__all__ = [
+    "Reward",
+    "REGISTRY",
+    "load_reward",
+    "CLIPScore",
+    "AestheticScore",
+    "MLLMGrader",
+    "load_preference",
+    "ImagePreprocess",
+    "Weighted",
+    "check_batch",
+    "parse_weights",
+]

@@ -50,20 +50,26 @@ def main(argv=None) -> int:
     if len(prompts) == 1:
         prompts = prompts * len(files)
     if len(prompts) != len(files):
-        raise SystemExit(f"error: {len(files)} images in {a.images} but {len(prompts)} prompts in {a.prompts}; "
-                         f"give one prompt per image (sorted by filename) or a single prompt")
+        raise SystemExit(
+            f"error: {len(files)} images in {a.images} but {len(prompts)} prompts in {a.prompts}; "
+            f"give one prompt per image (sorted by filename) or a single prompt"
+        )
     name = a.reward.split(":")[0].split(",")[0]
     reward = load_reward(a.reward, a.device, sources={name: a.source} if a.source else None)
     sizes = {tuple(t.shape) for t in tensors}
     for start in range(0, len(files), a.batch_size):
-        chunk = tensors[start:start + a.batch_size]
+        chunk = tensors[start : start + a.batch_size]
         if len(sizes) == 1:
             batch = torch.stack(chunk)
         else:  # mixed sizes: bring each to the first image's size so the batch stacks
             h, w = chunk[0].shape[-2:]
-            batch = torch.stack([torch.nn.functional.interpolate(t[None], size=(h, w), mode="bilinear",
-                                                                 antialias=True)[0] for t in chunk])
-        scores = reward(batch.to(a.device), prompts[start:start + a.batch_size])
+            batch = torch.stack(
+                [
+                    torch.nn.functional.interpolate(t[None], size=(h, w), mode="bilinear", antialias=True)[0]
+                    for t in chunk
+                ]
+            )
+        scores = reward(batch.to(a.device), prompts[start : start + a.batch_size])
         for f, p, s in zip(files[start:], prompts[start:], scores.tolist()):
             print(json.dumps({"image": f.name, "prompt": p, "reward": a.reward, "score": round(s, 6)}))
     return 0

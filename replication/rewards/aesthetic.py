@@ -13,8 +13,8 @@ uses as its head (`layers.0` ... `layers.7`, no activations) and an MSE loss. Th
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -26,8 +26,9 @@ from .clip import _features
 from .fusion import PreferenceHead
 
 FORMAT = "aesthetic-mlp"
-LAION_MLP_URL = ("https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/"
-                 "sac%2Blogos%2Bava1-l14-linearMSE.pth")
+LAION_MLP_URL = (
+    "https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/sac%2Blogos%2Bava1-l14-linearMSE.pth"
+)
 
 
 class AestheticScore:
@@ -44,7 +45,7 @@ class AestheticScore:
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         out = []
         for s in range(0, images.shape[0], self.batch_size):
-            px = self.preprocess(images[s:s + self.batch_size].to(self.device, torch.float32))
+            px = self.preprocess(images[s : s + self.batch_size].to(self.device, torch.float32))
             f = _features(self.clip.get_image_features(pixel_values=px)).float()
             out.append(f / f.norm(dim=-1, keepdim=True))
         return torch.cat(out)
@@ -66,15 +67,17 @@ class AestheticScore:
         save_aesthetic(out_dir, self.clip, self.mlp, self.preprocess, extra)
 
     @classmethod
-    def load(cls, source: str | Path = "models/aesthetic", device="cpu", **kw) -> "AestheticScore":
+    def load(cls, source: str | Path = "models/aesthetic", device="cpu", **kw) -> AestheticScore:
         """A folder this class saved (tiny world); `laion` (or `laion:<mlp source>`) for LAION's predictor."""
         s = str(source)
         if s == "laion" or s.startswith("laion:"):
             return load_laion(mlp=s.partition(":")[2] or LAION_MLP_URL, device=device, **kw)
         folder = paths.resolve(source)
         if not (folder / "aesthetic_config.json").exists():
-            raise FileNotFoundError(f"no aesthetic model at {folder}: run `dvc repro rewards` first "
-                                    f"(or use source 'laion' for LAION's predictor on CLIP ViT-L/14)")
+            raise FileNotFoundError(
+                f"no aesthetic model at {folder}: run `dvc repro rewards` first "
+                f"(or use source 'laion' for LAION's predictor on CLIP ViT-L/14)"
+            )
         from safetensors.torch import load_file
         from transformers import CLIPModel
 
@@ -86,8 +89,9 @@ class AestheticScore:
         return cls(clip, mlp, pre, device)
 
 
-def save_aesthetic(out_dir: str | Path, clip, mlp: PreferenceHead, preprocess: ImagePreprocess,
-                   extra: dict | None = None) -> None:
+def save_aesthetic(
+    out_dir: str | Path, clip, mlp: PreferenceHead, preprocess: ImagePreprocess, extra: dict | None = None
+) -> None:
     """A self-contained folder: clip/ (the CLIPModel it reads), mlp.safetensors, aesthetic_config.json."""
     from safetensors.torch import save_file
 
@@ -122,8 +126,9 @@ def _fetch(source: str) -> Path:
     raise FileNotFoundError(f"aesthetic MLP {source!r} is neither a file, an https URL nor 'repo_id:filename'")
 
 
-def load_laion(clip: str = "openai/clip-vit-large-patch14", mlp: str = LAION_MLP_URL, device="cpu",
-               revision: str | None = None) -> AestheticScore:
+def load_laion(
+    clip: str = "openai/clip-vit-large-patch14", mlp: str = LAION_MLP_URL, device="cpu", revision: str | None = None
+) -> AestheticScore:
     """LAION's improved aesthetic predictor: its MLP (a state dict with keys layers.0 ... layers.7) on the
     normalised image embedding of `clip` (a hub id or a local CLIPModel folder)."""
     from transformers import CLIPModel
@@ -132,8 +137,10 @@ def load_laion(clip: str = "openai/clip-vit-large-patch14", mlp: str = LAION_MLP
     state = torch.load(str(_fetch(mlp)), map_location="cpu", weights_only=True)
     first = state["layers.0.weight"]
     if first.shape[1] != model.config.projection_dim:
-        raise ValueError(f"the aesthetic MLP expects {first.shape[1]}-d embeddings but {clip} gives "
-                         f"{model.config.projection_dim}-d ones (LAION's MLP is for CLIP ViT-L/14)")
+        raise ValueError(
+            f"the aesthetic MLP expects {first.shape[1]}-d embeddings but {clip} gives "
+            f"{model.config.projection_dim}-d ones (LAION's MLP is for CLIP ViT-L/14)"
+        )
     dims = [state[k].shape[0] for k in sorted(state, key=lambda k: int(k.split(".")[1])) if k.endswith("weight")][:-1]
     head = PreferenceHead(first.shape[1], dims)
     head.load_state_dict(state)
@@ -146,8 +153,17 @@ class RatingRegression:
     """LAION's recipe: MSE between MLP(normalised CLIP embedding) and the 1-10 rating. The CLIP is frozen, so
     the embeddings are computed once and a step is a few matrix products. `save` writes the whole folder."""
 
-    def __init__(self, scorer: AestheticScore, embeddings: torch.Tensor, ratings: torch.Tensor, batch_size: int,
-                 name: str = "aesthetic", seed: int = 0, fingerprint: dict | None = None, extra_config: dict | None = None):
+    def __init__(
+        self,
+        scorer: AestheticScore,
+        embeddings: torch.Tensor,
+        ratings: torch.Tensor,
+        batch_size: int,
+        name: str = "aesthetic",
+        seed: int = 0,
+        fingerprint: dict | None = None,
+        extra_config: dict | None = None,
+    ):
         if len(embeddings) != len(ratings):
             raise ValueError(f"{len(embeddings)} embeddings but {len(ratings)} ratings")
         torch.manual_seed(seed)
@@ -194,8 +210,12 @@ def regression_report(pred: np.ndarray, target: np.ndarray) -> dict:
 
     pearson = float(np.corrcoef(pred, target)[0, 1])
     spearman = float(np.corrcoef(ranks(pred), ranks(target))[0, 1])
-    return {"pearson": round(pearson, 4), "spearman": round(spearman, 4),
-            "rmse": round(float(np.sqrt(np.mean((pred - target) ** 2))), 4), "n": int(len(pred))}
+    return {
+        "pearson": round(pearson, 4),
+        "spearman": round(spearman, 4),
+        "rmse": round(float(np.sqrt(np.mean((pred - target) ** 2))), 4),
+        "n": int(len(pred)),
+    }
 
 
 __all__ = ["AestheticScore", "RatingRegression", "load_laion", "regression_report", "LAION_MLP_URL"]

@@ -8,8 +8,9 @@ takes PIL images or loops over images in Python, so it can sit in a training hot
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ class ImagePreprocess:
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
     @classmethod
-    def from_folder(cls, folder: str | Path | None, size: int) -> "ImagePreprocess":
+    def from_folder(cls, folder: str | Path | None, size: int) -> ImagePreprocess:
         """Read mean/std (and crop size) from a saved preprocessor_config.json when there is one."""
         if folder is not None and (Path(folder) / "preprocessor_config.json").exists():
             cfg = json.loads((Path(folder) / "preprocessor_config.json").read_text())
@@ -58,14 +59,20 @@ class ImagePreprocess:
             nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
             images = F.interpolate(images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
             top, left = (nh - self.size) // 2, (nw - self.size) // 2
-            images = images[..., top:top + self.size, left:left + self.size]
+            images = images[..., top : top + self.size, left : left + self.size]
         return (images - self.mean.to(images)) / self.std.to(images)
 
     def config(self) -> dict:
-        return {"crop_size": {"height": self.size, "width": self.size}, "size": {"shortest_edge": self.size},
-                "image_mean": self.mean.flatten().tolist(), "image_std": self.std.flatten().tolist(),
-                "do_resize": True, "do_center_crop": True, "do_normalize": True,
-                "image_processor_type": "CLIPImageProcessor"}
+        return {
+            "crop_size": {"height": self.size, "width": self.size},
+            "size": {"shortest_edge": self.size},
+            "image_mean": self.mean.flatten().tolist(),
+            "image_std": self.std.flatten().tolist(),
+            "do_resize": True,
+            "do_center_crop": True,
+            "do_normalize": True,
+            "image_processor_type": "CLIPImageProcessor",
+        }
 
 
 class Weighted:

@@ -10,9 +10,9 @@ different seeds, so a method cannot raise the evaluation score by fooling its ow
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -40,8 +40,9 @@ class CLIPScore:
         self._text_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def load(cls, source: str | Path = "models/clip_reward", device="cpu", revision: str | None = None,
-             scale: float = 100.0) -> "CLIPScore":
+    def load(
+        cls, source: str | Path = "models/clip_reward", device="cpu", revision: str | None = None, scale: float = 100.0
+    ) -> CLIPScore:
         """A local folder (the tiny world's trained CLIP) or a hub id (paper scale)."""
         from transformers import AutoTokenizer, CLIPModel
 
@@ -65,8 +66,13 @@ class CLIPScore:
         """Normalised text embeddings, cached per prompt (training batches repeat prompts n*m times)."""
         missing = sorted({p for p in prompts if p not in self._text_cache})
         if missing:
-            tok = self.tokenizer(missing, padding="max_length", truncation=True,
-                                 max_length=self.tokenizer.model_max_length, return_tensors="pt").to(self.device)
+            tok = self.tokenizer(
+                missing,
+                padding="max_length",
+                truncation=True,
+                max_length=self.tokenizer.model_max_length,
+                return_tensors="pt",
+            ).to(self.device)
             f = _features(self.model.get_text_features(input_ids=tok.input_ids, attention_mask=tok.attention_mask))
             f = f / f.norm(dim=-1, keepdim=True)
             if len(self._text_cache) > 100_000:
@@ -87,14 +93,24 @@ def build_tiny_clip(arch, tokenizer, seed: int = 0):
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
-    common = dict(hidden_size=arch.width, intermediate_size=2 * arch.width, num_hidden_layers=arch.layers,
-                  num_attention_heads=arch.heads)
+    common = dict(
+        hidden_size=arch.width,
+        intermediate_size=2 * arch.width,
+        num_hidden_layers=arch.layers,
+        num_attention_heads=arch.heads,
+    )
     cfg = CLIPConfig(
-        text_config=dict(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, **common),
+        text_config=dict(
+            vocab_size=len(tokenizer),
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **common,
+        ),
         vision_config=dict(image_size=arch.image_size, patch_size=arch.patch_size, num_channels=3, **common),
-        projection_dim=arch.embed_dim)
+        projection_dim=arch.embed_dim,
+    )
     return CLIPModel(cfg)
 
 
@@ -130,8 +146,16 @@ def split_pairs(sets, shard: int, n_shards: int = 2, holdout: int = 500) -> tupl
 class ContrastiveTraining:
     """CLIP's symmetric InfoNCE on in-batch negatives, as a method of the one training loop."""
 
-    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, pairs: Pairs, batch_size: int,
-                 name: str = "clip", fingerprint: dict | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        preprocess: ImagePreprocess,
+        pairs: Pairs,
+        batch_size: int,
+        name: str = "clip",
+        fingerprint: dict | None = None,
+    ):
         self.name = name
         self.model = model
         self.tokenizer = tokenizer
@@ -153,10 +177,19 @@ class ContrastiveTraining:
         idx = torch.randperm(len(self.pairs), generator=gen)[: self.batch_size].numpy()
         images, captions = self.pairs.take(idx)
         dev = next(self.model.parameters()).device
-        tok = self.tokenizer(captions, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length,
-                             return_tensors="pt").to(dev)
-        out = self.model(input_ids=tok.input_ids, attention_mask=tok.attention_mask,
-                         pixel_values=self.preprocess(images.to(dev)), return_loss=True)
+        tok = self.tokenizer(
+            captions,
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length,
+            return_tensors="pt",
+        ).to(dev)
+        out = self.model(
+            input_ids=tok.input_ids,
+            attention_mask=tok.attention_mask,
+            pixel_values=self.preprocess(images.to(dev)),
+            return_loss=True,
+        )
         acc = (out.logits_per_image.argmax(1) == torch.arange(len(idx), device=dev)).float().mean()
         scale = getattr(self.model, "module", self.model).logit_scale.exp()  # unwrap DDP if present
         return out.loss, {"batch_acc": acc.item(), "logit_scale": scale.item()}
@@ -177,12 +210,17 @@ def retrieval_accuracy(scorer: CLIPScore, pairs: Pairs, pool: int = 100, seed: i
     order = rng.permutation(len(pairs))
     i2t, t2i, n = 0.0, 0.0, 0
     for start in range(0, len(order) - pool + 1, pool):
-        idx = order[start:start + pool]
+        idx = order[start : start + pool]
         images, caps = pairs.take(idx)
         sim = scorer.embed_images(images) @ scorer.embed_texts(caps).T
         same = torch.tensor([[a == b for b in caps] for a in caps])
         i2t += same[torch.arange(pool), sim.argmax(1)].float().sum().item()
         t2i += same[sim.argmax(0), torch.arange(pool)].float().sum().item()
         n += pool
-    return {"image_to_text_top1": i2t / n, "text_to_image_top1": t2i / n, "pool": pool, "queries": n,
-            "chance": 1 / pool}
+    return {
+        "image_to_text_top1": i2t / n,
+        "text_to_image_top1": t2i / n,
+        "pool": pool,
+        "queries": n,
+        "chance": 1 / pool,
+    }

@@ -17,18 +17,31 @@ handles its templates ("a red book and a blue vase", "a cat on the left of a dog
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from .base import ImagePreprocess
 
-SPATIAL_WORDS = ("on the left of", "on the right of", "on the top of", "on top of", "on the bottom of",
-                 "on side of", "next to", "near", "to the left of", "to the right of", "above", "below")
-NUMBERS = {w: i for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                                        "nine", "ten"))}
+SPATIAL_WORDS = (
+    "on the left of",
+    "on the right of",
+    "on the top of",
+    "on top of",
+    "on the bottom of",
+    "on side of",
+    "next to",
+    "near",
+    "to the left of",
+    "to the right of",
+    "above",
+    "below",
+)
+NUMBERS = {
+    w: i for i, w in enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"))
+}
 _SPLIT = re.compile(r",|\band\b|\bwith\b|" + "|".join(r"\b" + re.escape(w) + r"\b" for w in SPATIAL_WORDS))
 
 
@@ -43,7 +56,7 @@ def relation_objects(prompt: str) -> tuple[str, str, str] | None:
     for rel in SPATIAL_WORDS:
         m = re.search(r"\b" + re.escape(rel) + r"\b", text)
         if m:
-            left, right = text[:m.start()].split(), text[m.end():].split()
+            left, right = text[: m.start()].split(), text[m.end() :].split()
             if left and right:
                 return left[-1].strip(".,"), rel, right[-1].strip(".,")
     return None
@@ -70,12 +83,16 @@ class BlipVQA:
         self.tokenizer, self.preprocess, self.device = tokenizer, preprocess, torch.device(device)
 
     @classmethod
-    def load(cls, source="Salesforce/blip-vqa-base", device="cpu") -> "BlipVQA":
+    def load(cls, source="Salesforce/blip-vqa-base", device="cpu") -> BlipVQA:
         from transformers import AutoTokenizer, BlipForQuestionAnswering
 
         model = BlipForQuestionAnswering.from_pretrained(str(source))
-        return cls(model, AutoTokenizer.from_pretrained(str(source)),
-                   _preprocess(source, model.config.vision_config.image_size), device)
+        return cls(
+            model,
+            AutoTokenizer.from_pretrained(str(source)),
+            _preprocess(source, model.config.vision_config.image_size),
+            device,
+        )
 
     def _answer_nll(self, answer: str, question_states, question_mask) -> torch.Tensor:
         n = question_states.shape[0]
@@ -83,9 +100,14 @@ class BlipVQA:
         ids = tok.input_ids.clone()
         ids[:, 0] = self.model.decoder_start_token_id
         labels = ids.masked_fill(tok.attention_mask == 0, -100)
-        out = self.model.text_decoder(input_ids=ids, attention_mask=tok.attention_mask,
-                                      encoder_hidden_states=question_states, encoder_attention_mask=question_mask,
-                                      labels=labels, reduction="none")
+        out = self.model.text_decoder(
+            input_ids=ids,
+            attention_mask=tok.attention_mask,
+            encoder_hidden_states=question_states,
+            encoder_attention_mask=question_mask,
+            labels=labels,
+            reduction="none",
+        )
         return out.loss
 
     @torch.no_grad()
@@ -93,10 +115,12 @@ class BlipVQA:
         px = self.preprocess(images.to(self.device, torch.float32))
         img = self.model.vision_model(pixel_values=px).last_hidden_state
         q = self.tokenizer(list(questions), padding="longest", truncation=True, return_tensors="pt").to(self.device)
-        states = self.model.text_encoder(input_ids=q.input_ids, attention_mask=q.attention_mask,
-                                         encoder_hidden_states=img,
-                                         encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long,
-                                                                           device=self.device)).last_hidden_state
+        states = self.model.text_encoder(
+            input_ids=q.input_ids,
+            attention_mask=q.attention_mask,
+            encoder_hidden_states=img,
+            encoder_attention_mask=torch.ones(img.shape[:2], dtype=torch.long, device=self.device),
+        ).last_hidden_state
         nll = torch.stack([self._answer_nll(a, states, q.attention_mask) for a in ("yes", "no")], 1)
         return torch.softmax(-nll, 1)[:, 0]
 
@@ -122,21 +146,30 @@ class Detector:
         self.device, self.threshold = torch.device(device), threshold
 
     @classmethod
-    def load(cls, source="google/owlvit-base-patch32", device="cpu", threshold: float = 0.1) -> "Detector":
+    def load(cls, source="google/owlvit-base-patch32", device="cpu", threshold: float = 0.1) -> Detector:
         from transformers import AutoTokenizer, OwlViTForObjectDetection
 
         model = OwlViTForObjectDetection.from_pretrained(str(source))
-        return cls(model, AutoTokenizer.from_pretrained(str(source)),
-                   _preprocess(source, model.config.vision_config.image_size), device, threshold)
+        return cls(
+            model,
+            AutoTokenizer.from_pretrained(str(source)),
+            _preprocess(source, model.config.vision_config.image_size),
+            device,
+            threshold,
+        )
 
     @torch.no_grad()
     def detect(self, images: torch.Tensor, queries: Sequence[Sequence[str]]) -> list[list[dict]]:
         """Per image and per query: every box above the threshold as {'score', 'box' (x0, y0, x1, y1) in 0-1}."""
         q = max(len(x) for x in queries)
         flat = [list(x) + [""] * (q - len(x)) for x in queries]
-        tok = self.tokenizer([t for x in flat for t in x], padding="max_length", truncation=True,
-                             max_length=self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1000 else 16,
-                             return_tensors="pt").to(self.device)
+        tok = self.tokenizer(
+            [t for x in flat for t in x],
+            padding="max_length",
+            truncation=True,
+            max_length=self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1000 else 16,
+            return_tensors="pt",
+        ).to(self.device)
         px = self.preprocess(images.to(self.device, torch.float32))
         out = self.model(input_ids=tok.input_ids, attention_mask=tok.attention_mask, pixel_values=px)
         scores = torch.sigmoid(out.logits)  # (B, boxes, q)
@@ -147,8 +180,12 @@ class Detector:
             per = []
             for j in range(len(queries[b])):
                 keep = scores[b, :, j] > self.threshold
-                per.append([{"score": float(s), "box": boxes[b, k].tolist()}
-                            for s, k in zip(scores[b, keep, j], torch.nonzero(keep).flatten())])
+                per.append(
+                    [
+                        {"score": float(s), "box": boxes[b, k].tolist()}
+                        for s, k in zip(scores[b, keep, j], torch.nonzero(keep).flatten())
+                    ]
+                )
             result.append(per)
         return result
 
@@ -165,8 +202,19 @@ def position_score(rel: str, a: list[float], b: list[float], iou_threshold: floa
     iou = inter / union if union > 0 else 0.0
     if rel in ("next to", "near", "on side of"):
         return 1.0
-    horizontal = {"on the left of": dx > 0, "to the left of": dx > 0, "on the right of": dx < 0, "to the right of": dx < 0}
-    vertical = {"on the top of": dy > 0, "on top of": dy > 0, "above": dy > 0, "on the bottom of": dy < 0, "below": dy < 0}
+    horizontal = {
+        "on the left of": dx > 0,
+        "to the left of": dx > 0,
+        "on the right of": dx < 0,
+        "to the right of": dx < 0,
+    }
+    vertical = {
+        "on the top of": dy > 0,
+        "on top of": dy > 0,
+        "above": dy > 0,
+        "on the bottom of": dy < 0,
+        "below": dy < 0,
+    }
     if rel in horizontal:
         ok, dominant = horizontal[rel], abs(dx) > abs(dy)
     elif rel in vertical:
@@ -190,12 +238,14 @@ class CompBenchScorer:
                 self.device = m.device
 
     @classmethod
-    def load(cls, sources: dict, device="cpu") -> "CompBenchScorer":
+    def load(cls, sources: dict, device="cpu") -> CompBenchScorer:
         from .clip import CLIPScore
 
-        return cls(BlipVQA.load(sources["blip_vqa"], device) if sources.get("blip_vqa") else None,
-                   Detector.load(sources["detector"], device) if sources.get("detector") else None,
-                   CLIPScore.load(sources["clip_b32"], device, scale=1.0) if sources.get("clip_b32") else None)
+        return cls(
+            BlipVQA.load(sources["blip_vqa"], device) if sources.get("blip_vqa") else None,
+            Detector.load(sources["detector"], device) if sources.get("detector") else None,
+            CLIPScore.load(sources["clip_b32"], device, scale=1.0) if sources.get("clip_b32") else None,
+        )
 
     def _need(self, what: str, column: str):
         m = getattr(self, what)
@@ -214,7 +264,11 @@ class CompBenchScorer:
                 continue
             best = [max(x, key=lambda e: e["score"]) if x else None for x in d]
             if best[0] and best[1]:
-                s = 0.25 * best[0]["score"] + 0.25 * best[1]["score"] + position_score(r[1], best[0]["box"], best[1]["box"]) / 2
+                s = (
+                    0.25 * best[0]["score"]
+                    + 0.25 * best[1]["score"]
+                    + position_score(r[1], best[0]["box"], best[1]["box"]) / 2
+                )
             else:
                 s = 0.25 * max((b["score"] for b in best if b), default=0.0)
             out[i] = s if s >= 0.5 else 0.0
@@ -222,8 +276,14 @@ class CompBenchScorer:
 
     def numeracy(self, images: torch.Tensor, prompts: Sequence[str]) -> np.ndarray:
         det = self._need("detector", "numeracy")
-        counted = [[(NUMBERS[p.split()[0]], p.split()[-1].rstrip("s")) for p in noun_phrases(t)
-                    if p.split() and p.split()[0] in NUMBERS] for t in prompts]
+        counted = [
+            [
+                (NUMBERS[p.split()[0]], p.split()[-1].rstrip("s"))
+                for p in noun_phrases(t)
+                if p.split() and p.split()[0] in NUMBERS
+            ]
+            for t in prompts
+        ]
         found = det.detect(images, [[n for _, n in c] or ["object"] for c in counted])
         out = np.zeros(len(prompts))
         for i, (c, d) in enumerate(zip(counted, found)):
@@ -239,8 +299,11 @@ class CompBenchScorer:
         if column == "non_spatial":
             return self._need("clip", column).cosine(images, list(prompts)).cpu().numpy()
         if column == "complex":
-            parts = [self._need("vqa", column).score(images, prompts), self.spatial(images, prompts),
-                     self._need("clip", column).cosine(images, list(prompts)).cpu().numpy()]
+            parts = [
+                self._need("vqa", column).score(images, prompts),
+                self.spatial(images, prompts),
+                self._need("clip", column).cosine(images, list(prompts)).cpu().numpy(),
+            ]
             return np.mean(parts, 0)
         if column == "numeracy":
             return self.numeracy(images, prompts)

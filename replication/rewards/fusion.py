@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ class FusionModel(nn.Module):
             raise ValueError(f"vision_kind must be 'clip' or 'blip', got {vision_kind!r}")
         self.vision, self.text, self.head, self.vision_kind = vision, text, head, vision_kind
 
-    def trainable(self, trainable_vision_layers: int) -> "FusionModel":
+    def trainable(self, trainable_vision_layers: int) -> FusionModel:
         self.requires_grad_(True)
         freeze_vision(self.vision, trainable_vision_layers)
         return self
@@ -76,9 +76,15 @@ class FusionModel(nn.Module):
         h = _run_vision(self.vision, pixel_values, clip_style=self.vision_kind == "clip")
         return self.vision.post_layernorm(h)
 
-    def score_encoded(self, tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.text(input_ids=input_ids, attention_mask=attention_mask, encoder_hidden_states=tokens,
-                        encoder_attention_mask=torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device))
+    def score_encoded(
+        self, tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.text(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            encoder_hidden_states=tokens,
+            encoder_attention_mask=torch.ones(tokens.shape[:2], dtype=torch.long, device=tokens.device),
+        )
         return self.head(out.last_hidden_state[:, 0].float())
 
     def forward(self, pixel_values, input_ids, attention_mask) -> torch.Tensor:
@@ -101,12 +107,21 @@ class FusionReward(ZScoredReward):
         (out / "preprocessor_config.json").write_text(json.dumps(self.preprocess.config(), indent=1))
         head_dims = [m.out_features for m in self.model.head.layers if isinstance(m, nn.Linear)][:-1]
         head_drop = [m.p for m in self.model.head.layers if isinstance(m, nn.Dropout)]
-        cfg = {"format": FORMAT, "name": self.name, "vision_kind": self.model.vision_kind, "max_length": self.max_length,
-               "mean": self.mean, "std": self.std, "head_dims": head_dims, "head_dropout": head_drop, **(extra or {})}
+        cfg = {
+            "format": FORMAT,
+            "name": self.name,
+            "vision_kind": self.model.vision_kind,
+            "max_length": self.max_length,
+            "mean": self.mean,
+            "std": self.std,
+            "head_dims": head_dims,
+            "head_dropout": head_drop,
+            **(extra or {}),
+        }
         (out / "reward_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
 
     @classmethod
-    def load_folder(cls, folder: Path, device="cpu") -> "FusionReward":
+    def load_folder(cls, folder: Path, device="cpu") -> FusionReward:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, BlipTextModel, BlipVisionModel, CLIPVisionModel
 
@@ -120,8 +135,16 @@ class FusionReward(ZScoredReward):
         head.load_state_dict(load_file(str(folder / "head.safetensors")))
         tok = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
         pre = ImagePreprocess.from_folder(folder, vision.config.image_size)
-        return cls(FusionModel(vision, text, head, cfg["vision_kind"]), tok, pre, cfg["name"], cfg["max_length"],
-                   cfg["mean"], cfg["std"], device)
+        return cls(
+            FusionModel(vision, text, head, cfg["vision_kind"]),
+            tok,
+            pre,
+            cfg["name"],
+            cfg["max_length"],
+            cfg["mean"],
+            cfg["std"],
+            device,
+        )
 
 
 # ----------------------------------------------------------------------------- paper scale: ImageReward checkpoints
@@ -144,9 +167,9 @@ def convert_imagereward_state(state: dict) -> dict[str, dict]:
     (BLIP's projections, position ids) are not used by the reward and are dropped."""
     out: dict[str, dict] = {"vision": {}, "text": {}, "head": {}}
     for key, value in state.items():
-        k = key[len("blip."):] if key.startswith("blip.") else key
+        k = key[len("blip.") :] if key.startswith("blip.") else key
         if k.startswith("visual_encoder."):
-            sub = k[len("visual_encoder."):]
+            sub = k[len("visual_encoder.") :]
             for pat, rep in _VIT_RULES:
                 if re.search(pat, sub):
                     out["vision"][re.sub(pat, rep, sub)] = value
@@ -154,15 +177,17 @@ def convert_imagereward_state(state: dict) -> dict[str, dict]:
             else:
                 raise KeyError(f"unrecognised vision key {key!r} in the ImageReward checkpoint")
         elif k.startswith("text_encoder."):
-            sub = k[len("text_encoder."):]
+            sub = k[len("text_encoder.") :]
             if not sub.endswith("position_ids") and not sub.startswith("pooler."):
                 out["text"][sub] = value
         elif k.startswith("mlp."):
-            out["head"][k[len("mlp."):]] = value
+            out["head"][k[len("mlp.") :]] = value
     missing = [part for part, d in out.items() if not d]
     if missing:
-        raise KeyError(f"the checkpoint has no {', '.join(missing)} weights: is it an ImageReward-style reward model "
-                       f"(keys blip.visual_encoder.*, blip.text_encoder.*, mlp.layers.*)?")
+        raise KeyError(
+            f"the checkpoint has no {', '.join(missing)} weights: is it an ImageReward-style reward model "
+            f"(keys blip.visual_encoder.*, blip.text_encoder.*, mlp.layers.*)?"
+        )
     return out
 
 
@@ -176,14 +201,25 @@ def _resolve_files(source, filename: str, med_config: str, revision: str | None)
         raise FileNotFoundError(f"no ImageReward checkpoint at {source}")
     from huggingface_hub import hf_hub_download
 
-    return (Path(hf_hub_download(str(source), filename, revision=revision)),
-            Path(hf_hub_download(str(source), med_config, revision=revision)))
+    return (
+        Path(hf_hub_download(str(source), filename, revision=revision)),
+        Path(hf_hub_download(str(source), med_config, revision=revision)),
+    )
 
 
-def load_imagereward(source: str | Path = "THUDM/ImageReward", device="cpu", filename: str = "ImageReward.pt",
-                     med_config: str = "med_config.json", tokenizer: str = "bert-base-uncased",
-                     vision_heads: int | None = None, mean: float = IMAGEREWARD_MEAN, std: float = IMAGEREWARD_STD,
-                     max_length: int = 35, revision: str | None = None, name: str = "image_reward") -> FusionReward:
+def load_imagereward(
+    source: str | Path = "THUDM/ImageReward",
+    device="cpu",
+    filename: str = "ImageReward.pt",
+    med_config: str = "med_config.json",
+    tokenizer: str = "bert-base-uncased",
+    vision_heads: int | None = None,
+    mean: float = IMAGEREWARD_MEAN,
+    std: float = IMAGEREWARD_STD,
+    max_length: int = 35,
+    revision: str | None = None,
+    name: str = "image_reward",
+) -> FusionReward:
     """ImageReward v1.0 (default: hub id THUDM/ImageReward) or an IterComp-style checkpoint in the same format:
     a .pt state dict and BLIP's med_config.json (the text encoder's BERT config), given as a file, a folder or a
     hub id. The ViT's size is read from the weights; heads default to width // 64 (BLIP's ViT-B and ViT-L)."""
@@ -203,33 +239,62 @@ def load_imagereward(source: str | Path = "THUDM/ImageReward", device="cpu", fil
     patch = v["embeddings.patch_embedding.weight"].shape[-1]
     grid = int(round((v["embeddings.position_embedding"].shape[1] - 1) ** 0.5))
     depth = 1 + max(int(k.split(".")[2]) for k in v if k.startswith("encoder.layers."))
-    vision = BlipVisionModel(BlipVisionConfig(
-        hidden_size=width, intermediate_size=v["encoder.layers.0.mlp.fc1.weight"].shape[0], num_hidden_layers=depth,
-        num_attention_heads=vision_heads or max(1, width // 64), image_size=grid * patch, patch_size=patch,
-        layer_norm_eps=1e-6))  # BLIP's ViT uses LayerNorm(eps=1e-6)
+    vision = BlipVisionModel(
+        BlipVisionConfig(
+            hidden_size=width,
+            intermediate_size=v["encoder.layers.0.mlp.fc1.weight"].shape[0],
+            num_hidden_layers=depth,
+            num_attention_heads=vision_heads or max(1, width // 64),
+            image_size=grid * patch,
+            patch_size=patch,
+            layer_norm_eps=1e-6,
+        )
+    )  # BLIP's ViT uses LayerNorm(eps=1e-6)
     vision.load_state_dict(v)
     m = json.loads(med.read_text())
-    text = BlipTextModel(BlipTextConfig(
-        vocab_size=m["vocab_size"], hidden_size=m["hidden_size"], encoder_hidden_size=width,
-        intermediate_size=m["intermediate_size"], num_hidden_layers=m["num_hidden_layers"],
-        num_attention_heads=m["num_attention_heads"], max_position_embeddings=m["max_position_embeddings"],
-        layer_norm_eps=m.get("layer_norm_eps", 1e-12), hidden_act=m.get("hidden_act", "gelu"),
-        pad_token_id=m.get("pad_token_id", 0), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        use_cache=False), add_pooling_layer=False)
+    text = BlipTextModel(
+        BlipTextConfig(
+            vocab_size=m["vocab_size"],
+            hidden_size=m["hidden_size"],
+            encoder_hidden_size=width,
+            intermediate_size=m["intermediate_size"],
+            num_hidden_layers=m["num_hidden_layers"],
+            num_attention_heads=m["num_attention_heads"],
+            max_position_embeddings=m["max_position_embeddings"],
+            layer_norm_eps=m.get("layer_norm_eps", 1e-12),
+            hidden_act=m.get("hidden_act", "gelu"),
+            pad_token_id=m.get("pad_token_id", 0),
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            use_cache=False,
+        ),
+        add_pooling_layer=False,
+    )
     missing, unexpected = text.load_state_dict(parts["text"], strict=False)
     if missing or unexpected:
-        raise KeyError(f"text encoder weights do not fit BLIP's med_config: missing {missing[:4]}, "
-                       f"unexpected {unexpected[:4]}")
-    head_w = [parts["head"][k] for k in sorted(parts["head"], key=lambda s: int(s.split(".")[1])) if k.endswith("weight")]
+        raise KeyError(
+            f"text encoder weights do not fit BLIP's med_config: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
+    head_w = [
+        parts["head"][k] for k in sorted(parts["head"], key=lambda s: int(s.split(".")[1])) if k.endswith("weight")
+    ]
     head = PreferenceHead(head_w[0].shape[1], [w.shape[0] for w in head_w[:-1]])
     head.load_state_dict(parts["head"])
     tok = AutoTokenizer.from_pretrained(tokenizer)
     if tok.bos_token is None:  # BLIP's BERT tokenizer gains [DEC] as bos and [ENC]; prompts are encoded without them
         tok.add_special_tokens({"bos_token": "[DEC]"})
     tok.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
-    return FusionReward(FusionModel(vision, text, head, "blip"), tok, ImagePreprocess(grid * patch), name, max_length,
-                        mean, std, device)
+    return FusionReward(
+        FusionModel(vision, text, head, "blip"), tok, ImagePreprocess(grid * patch), name, max_length, mean, std, device
+    )
 
 
-__all__ = ["FusionModel", "FusionReward", "PreferenceHead", "load_imagereward", "convert_imagereward_state",
-           "IMAGEREWARD_MEAN", "IMAGEREWARD_STD"]
+__all__ = [
+    "FusionModel",
+    "FusionReward",
+    "PreferenceHead",
+    "load_imagereward",
+    "convert_imagereward_state",
+    "IMAGEREWARD_MEAN",
+    "IMAGEREWARD_STD",
+]

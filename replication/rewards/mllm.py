@@ -40,9 +40,9 @@ import time
 import urllib.error
 import urllib.request
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Sequence
 from urllib.parse import urlparse
 
 import numpy as np
@@ -94,9 +94,11 @@ def parse_grade(text: str) -> dict[str, float]:
         raise GraderParseError(f"no JSON object in the grader's answer {str(text)[:120]!r}")
     start, end = text.index("{"), text.rfind("}")
     try:
-        obj = json.loads(text[start:end + 1])
+        obj = json.loads(text[start : end + 1])
     except json.JSONDecodeError as e:
-        raise GraderParseError(f"unreadable JSON in the grader's answer ({e.msg}): {text[start:start + 120]!r}") from None
+        raise GraderParseError(
+            f"unreadable JSON in the grader's answer ({e.msg}): {text[start : start + 120]!r}"
+        ) from None
     if not isinstance(obj, dict):
         raise GraderParseError(f"the grader's answer is not a JSON object: {text[:120]!r}")
     missing = [k for k in KEYS if k not in obj]
@@ -143,19 +145,33 @@ def _is_loopback(url: str) -> bool:
 class GraderClient:
     """Grades images through `POST {base_url}/chat/completions` (one image per request, several in flight)."""
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 3, backoff: float = 1.0, concurrency: int = 8, max_requests: int = 100_000,
-                 temperature: float = 0.0, max_tokens: int = 300):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 3,
+        backoff: float = 1.0,
+        concurrency: int = 8,
+        max_requests: int = 100_000,
+        temperature: float = 0.0,
+        max_tokens: int = 300,
+    ):
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"mllm base_url must be an http(s) URL such as https://api.openai.com/v1, got {base_url!r}")
+            raise ValueError(
+                f"mllm base_url must be an http(s) URL such as https://api.openai.com/v1, got {base_url!r}"
+            )
         if max_retries < 0 or concurrency < 1 or max_requests < 1 or timeout <= 0:
             raise ValueError("mllm settings: need max_retries >= 0, concurrency >= 1, max_requests >= 1, timeout > 0")
         self.base_url, self.model = base_url.rstrip("/"), model
         self.api_key_env = api_key_env
         key = os.environ.get(api_key_env) if api_key_env else None
         if not key and not _is_loopback(base_url):
-            raise GraderError(f"no API key for {base_url}: set the environment variable {api_key_env or 'OPENAI_API_KEY'} "
-                              f"(keys are read from the environment only, never from params.yaml)")
+            raise GraderError(
+                f"no API key for {base_url}: set the environment variable {api_key_env or 'OPENAI_API_KEY'} "
+                f"(keys are read from the environment only, never from params.yaml)"
+            )
         self._has_key = bool(key)  # the key itself stays in the environment; it is read per request
         self.timeout, self.max_retries, self.backoff = float(timeout), int(max_retries), float(backoff)
         self.concurrency, self.max_requests = int(concurrency), int(max_requests)
@@ -164,13 +180,17 @@ class GraderClient:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:  # never shows the key
-        return f"GraderClient(base_url={self.base_url!r}, model={self.model!r}, key={'set' if self._has_key else 'none'})"
+        return (
+            f"GraderClient(base_url={self.base_url!r}, model={self.model!r}, key={'set' if self._has_key else 'none'})"
+        )
 
     def _spend(self) -> None:
         with self._lock:
             if self.requests_made >= self.max_requests:
-                raise GraderBudgetError(f"the grader's request budget ({self.max_requests} requests) is spent; "
-                                        f"raise mllm.max_requests to grade more")
+                raise GraderBudgetError(
+                    f"the grader's request budget ({self.max_requests} requests) is spent; "
+                    f"raise mllm.max_requests to grade more"
+                )
             self.requests_made += 1
 
     def _post(self, payload: dict) -> dict:
@@ -178,19 +198,31 @@ class GraderClient:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = "Bearer " + key
-        req = urllib.request.Request(self.base_url + "/chat/completions", data=json.dumps(payload).encode(),
-                                     headers=headers, method="POST")
+        req = urllib.request.Request(
+            self.base_url + "/chat/completions", data=json.dumps(payload).encode(), headers=headers, method="POST"
+        )
         with urllib.request.urlopen(req, timeout=self.timeout) as resp:
             return json.loads(resp.read().decode())
 
     def messages(self, image_url: str, prompt: str) -> list[dict]:
-        return [{"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": [{"type": "text", "text": rubric_text(prompt)},
-                                             {"type": "image_url", "image_url": {"url": image_url}}]}]
+        return [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": rubric_text(prompt)},
+                    {"type": "image_url", "image_url": {"url": image_url}},
+                ],
+            },
+        ]
 
     def grade_one(self, image_url: str, prompt: str) -> dict[str, float]:
-        payload = {"model": self.model, "messages": self.messages(image_url, prompt),
-                   "temperature": self.temperature, "max_tokens": self.max_tokens}
+        payload = {
+            "model": self.model,
+            "messages": self.messages(image_url, prompt),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
@@ -201,11 +233,15 @@ class GraderClient:
                 return parse_grade(answer["choices"][0]["message"]["content"])
             except urllib.error.HTTPError as e:
                 if e.code in (401, 403):
-                    raise GraderError(f"the grader at {self.base_url} refused the request (HTTP {e.code}): check the "
-                                      f"API key in the environment variable {self.api_key_env}") from None
+                    raise GraderError(
+                        f"the grader at {self.base_url} refused the request (HTTP {e.code}): check the "
+                        f"API key in the environment variable {self.api_key_env}"
+                    ) from None
                 if e.code not in (408, 409, 429) and e.code < 500:
-                    raise GraderError(f"the grader at {self.base_url} rejected the request (HTTP {e.code}: "
-                                      f"{_error_text(e)}); check mllm.model ({self.model!r}) and mllm.base_url") from None
+                    raise GraderError(
+                        f"the grader at {self.base_url} rejected the request (HTTP {e.code}: "
+                        f"{_error_text(e)}); check mllm.model ({self.model!r}) and mllm.base_url"
+                    ) from None
                 last = GraderError(f"HTTP {e.code}")
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
                 last = GraderError(f"{type(e).__name__}: {getattr(e, 'reason', e)}")
@@ -214,10 +250,14 @@ class GraderClient:
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 last = GraderParseError(f"malformed chat-completions response ({type(e).__name__}: {e})")
         if isinstance(last, GraderParseError):
-            raise GraderParseError(f"the grader's answer could not be read as the rubric's JSON after "
-                                   f"{self.max_retries + 1} attempts (no default score is used): {last}")
-        raise GraderError(f"cannot reach the grader at {self.base_url} after {self.max_retries + 1} attempts "
-                          f"({last}); check mllm.base_url and that the server is up")
+            raise GraderParseError(
+                f"the grader's answer could not be read as the rubric's JSON after "
+                f"{self.max_retries + 1} attempts (no default score is used): {last}"
+            )
+        raise GraderError(
+            f"cannot reach the grader at {self.base_url} after {self.max_retries + 1} attempts "
+            f"({last}); check mllm.base_url and that the server is up"
+        )
 
     def grade(self, images: np.ndarray, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         """Every key of the rubric for (N, H, W, 3) uint8 images; requests run `concurrency` at a time."""
@@ -331,8 +371,7 @@ class LocalGrader:
     `api_key`, requests must carry `Authorization: Bearer <api_key>` (to test clients' key handling).
     """
 
-    def __init__(self, port: int = 0, api_key: str | None = None, model: str = LOCAL_MODEL,
-                 reply_override=None):
+    def __init__(self, port: int = 0, api_key: str | None = None, model: str = LOCAL_MODEL, reply_override=None):
         self.port, self.model = port, model
         self._api_key = api_key
         self.reply_override = reply_override  # tests: fn(n) -> answer text or HTTP status, to simulate faults
@@ -346,7 +385,7 @@ class LocalGrader:
             raise RuntimeError("the local grader is not running: call start() (or use it as a context manager)")
         return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
-    def start(self) -> "LocalGrader":
+    def start(self) -> LocalGrader:
         if self.server is not None:
             return self
         grader, batcher = self, _Batcher()
@@ -384,7 +423,11 @@ class LocalGrader:
                 try:
                     req = json.loads(raw.decode())
                     user = next(m for m in req["messages"] if m.get("role") == "user")
-                    parts = user["content"] if isinstance(user["content"], list) else [{"type": "text", "text": user["content"]}]
+                    parts = (
+                        user["content"]
+                        if isinstance(user["content"], list)
+                        else [{"type": "text", "text": user["content"]}]
+                    )
                     text = " ".join(p.get("text", "") for p in parts if p.get("type") == "text")
                     urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
                     m = _PROMPT_LINE.search(text)
@@ -410,7 +453,7 @@ class LocalGrader:
             self._batcher.stop()
             self.server = None
 
-    def __enter__(self) -> "LocalGrader":
+    def __enter__(self) -> LocalGrader:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -418,9 +461,14 @@ class LocalGrader:
 
 
 def _completion(model: str, content: str) -> dict:
-    return {"id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
+    return {
+        "id": "chatcmpl-local",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
 
 
 # ----------------------------------------------------------------------------- the reward and metric
@@ -435,7 +483,7 @@ class MLLMGrader:
         self._finalizer = weakref.finalize(self, server.stop) if server is not None else None
 
     @classmethod
-    def load(cls, source="local", device="cpu", **settings) -> "MLLMGrader":
+    def load(cls, source="local", device="cpu", **settings) -> MLLMGrader:
         """source 'local' (the tiny world's grader, started here on a free loopback port), or
         'MODEL@BASE_URL' (e.g. 'gpt-4o@https://api.openai.com/v1'), or a mapping of GraderClient
         settings (base_url 'local' allowed). The key comes from the environment (api_key_env)."""
@@ -452,7 +500,9 @@ class MLLMGrader:
             return cls(GraderClient(server.base_url, server.model, api_key_env=None, **settings), server)
         model, at, url = str(source).partition("@")
         if not at:
-            raise ValueError(f"mllm source {source!r}: use 'local' or 'MODEL@BASE_URL' (e.g. gpt-4o@https://api.openai.com/v1)")
+            raise ValueError(
+                f"mllm source {source!r}: use 'local' or 'MODEL@BASE_URL' (e.g. gpt-4o@https://api.openai.com/v1)"
+            )
         return cls(GraderClient(url, model, **settings))
 
     def close(self) -> None:
@@ -477,5 +527,19 @@ class MLLMGrader:
         return torch.tensor(overall, dtype=torch.float32, device=device)
 
 
-__all__ = ["MLLMGrader", "GraderClient", "LocalGrader", "GraderError", "GraderParseError", "GraderBudgetError",
-           "grade_world", "parse_grade", "rubric_text", "png_data_url", "ASPECTS", "KEYS", "RUBRIC", "SYSTEM_PROMPT"]
+__all__ = [
+    "MLLMGrader",
+    "GraderClient",
+    "LocalGrader",
+    "GraderError",
+    "GraderParseError",
+    "GraderBudgetError",
+    "grade_world",
+    "parse_grade",
+    "rubric_text",
+    "png_data_url",
+    "ASPECTS",
+    "KEYS",
+    "RUBRIC",
+    "SYSTEM_PROMPT",
+]

@@ -14,8 +14,8 @@ many comparisons is stored once.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,8 +23,14 @@ import torch
 from ..world import caption, vocab
 from ..world.caption import Phrase, Spec, parse_prompt, spec_text
 
-_OPPOSITE = {"to the left of": "to the right of", "to the right of": "to the left of", "above": "below",
-             "below": "above", "bigger than": "smaller than", "smaller than": "bigger than"}
+_OPPOSITE = {
+    "to the left of": "to the right of",
+    "to the right of": "to the left of",
+    "above": "below",
+    "below": "above",
+    "bigger than": "smaller than",
+    "smaller than": "bigger than",
+}
 FILLERS = ("",) + caption._PREFIXES
 SUFFIXES = ("",) + caption._SUFFIXES
 CORRUPTIONS = ("attribute", "binding", "relation", "count")
@@ -54,12 +60,12 @@ class Comparisons:
     def __len__(self) -> int:
         return len(self.win)
 
-    def subset(self, idx) -> "Comparisons":
+    def subset(self, idx) -> Comparisons:
         idx = np.asarray(idx, dtype=np.int64)
         return Comparisons(self.images, self.texts, self.win[idx], self.lose[idx], self.kind[idx])
 
     @staticmethod
-    def concat(parts: Sequence["Comparisons"]) -> "Comparisons":
+    def concat(parts: Sequence[Comparisons]) -> Comparisons:
         """One pool from several (image and text indices are shifted)."""
         images, texts, win, lose, kind = [], [], [], [], []
         n_img = n_txt = 0
@@ -72,12 +78,18 @@ class Comparisons:
             kind.append(c.kind)
             n_img += len(c.images)
             n_txt += len(c.texts)
-        return Comparisons(np.concatenate(images), texts, np.concatenate(win), np.concatenate(lose),
-                           np.concatenate(kind))
+        return Comparisons(
+            np.concatenate(images), texts, np.concatenate(win), np.concatenate(lose), np.concatenate(kind)
+        )
 
     def counts(self) -> dict[str, int]:
-        return {"comparisons": len(self), "image_side": int((self.kind == 0).sum()),
-                "text_side": int((self.kind == 1).sum()), "images": len(self.images), "texts": len(self.texts)}
+        return {
+            "comparisons": len(self),
+            "image_side": int((self.kind == 0).sum()),
+            "text_side": int((self.kind == 1).sum()),
+            "images": len(self.images),
+            "texts": len(self.texts),
+        }
 
 
 # ----------------------------------------------------------------------------- prompt corruption
@@ -88,8 +100,9 @@ def _stated(p: Phrase) -> list[str]:
 _VALUES = {"color": vocab.COLORS, "texture": vocab.TEXTURES, "size": vocab.SIZES, "shape": vocab.SHAPES}
 
 
-def corrupt(spec: Spec, rng: np.random.Generator, kinds: Sequence[str] = CORRUPTIONS,
-            allow_heldout: bool = True) -> Spec | None:
+def corrupt(
+    spec: Spec, rng: np.random.Generator, kinds: Sequence[str] = CORRUPTIONS, allow_heldout: bool = True
+) -> Spec | None:
     """A prompt differing from `spec` in one compositional detail, or None if no corruption applies.
 
     `allow_heldout=False` (training data) never returns a prompt stating a held-out composition (up to 16
@@ -157,8 +170,11 @@ def _corrupt_once(spec: Spec, rng: np.random.Generator, kinds: Sequence[str]) ->
 
 def phrase_style(rng: np.random.Generator) -> dict:
     """Random filler words the world's prompts use (the parser ignores them)."""
-    return {"prefix": FILLERS[int(rng.integers(len(FILLERS)))], "suffix": SUFFIXES[int(rng.integers(len(SUFFIXES)))],
-            "postfix_texture": bool(rng.random() < 0.3)}
+    return {
+        "prefix": FILLERS[int(rng.integers(len(FILLERS)))],
+        "suffix": SUFFIXES[int(rng.integers(len(SUFFIXES)))],
+        "postfix_texture": bool(rng.random() < 0.3),
+    }
 
 
 # ----------------------------------------------------------------------------- judged comparisons
@@ -173,9 +189,17 @@ def alignment_of(dets: list, specs: Sequence[Spec]) -> np.ndarray:
     return np.array([claims_satisfied(s, d) / s.n_claims for s, d in zip(specs, dets)])
 
 
-def text_side(images: np.ndarray, specs: Sequence, rng: np.random.Generator, per_image: int = 1,
-              dets: list | None = None, rater=None, gen: torch.Generator | None = None,
-              allow_heldout: bool = True, kinds: Sequence[str] = CORRUPTIONS) -> Comparisons:
+def text_side(
+    images: np.ndarray,
+    specs: Sequence,
+    rng: np.random.Generator,
+    per_image: int = 1,
+    dets: list | None = None,
+    rater=None,
+    gen: torch.Generator | None = None,
+    allow_heldout: bool = True,
+    kinds: Sequence[str] = CORRUPTIONS,
+) -> Comparisons:
     """Each image with its prompt against the same image with `per_image` corrupted prompts. The judge is the
     parser (the item whose prompt has more satisfied claims wins; equal counts are dropped) or, with `rater`,
     the simulated rater's noisy choice between the two items' utilities (ties dropped; `gen` seeds it).
@@ -213,12 +237,18 @@ def text_side(images: np.ndarray, specs: Sequence, rng: np.random.Generator, per
         texts += [t_ok, t_bad]
         win.append((i, a) if c > 0 else (i, b))
         lose.append((i, b) if c > 0 else (i, a))
-    return Comparisons(images, texts, np.array(win, dtype=np.int64).reshape(-1, 2),
-                       np.array(lose, dtype=np.int64).reshape(-1, 2), np.ones(len(win), dtype=np.int8))
+    return Comparisons(
+        images,
+        texts,
+        np.array(win, dtype=np.int64).reshape(-1, 2),
+        np.array(lose, dtype=np.int64).reshape(-1, 2),
+        np.ones(len(win), dtype=np.int8),
+    )
 
 
-def image_side(images: np.ndarray, group: np.ndarray, texts: Sequence[str], pairs: np.ndarray,
-               choice: np.ndarray) -> Comparisons:
+def image_side(
+    images: np.ndarray, group: np.ndarray, texts: Sequence[str], pairs: np.ndarray, choice: np.ndarray
+) -> Comparisons:
     """Image-side comparisons from judged pairs of images: `pairs` (M, 2) image indices showing the same
     prompt `texts[group[i]]`; `choice` +1 first preferred, -1 second, 0 comparable (dropped)."""
     pairs = np.asarray(pairs).reshape(-1, 2)
@@ -238,16 +268,30 @@ def within_groups(group: np.ndarray) -> np.ndarray:
     out = []
     for g in np.unique(group):
         idx = np.nonzero(group == g)[0]
-        out += [(a, b) for k, a in enumerate(idx) for b in idx[k + 1:]]
+        out += [(a, b) for k, a in enumerate(idx) for b in idx[k + 1 :]]
     return np.array(out, dtype=np.int64).reshape(-1, 2)
 
 
-def judge_by(score: Callable[[np.ndarray, Sequence[str]], np.ndarray], images: np.ndarray, texts: Sequence[str],
-             group: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+def judge_by(
+    score: Callable[[np.ndarray, Sequence[str]], np.ndarray],
+    images: np.ndarray,
+    texts: Sequence[str],
+    group: np.ndarray,
+    pairs: np.ndarray,
+) -> np.ndarray:
     """+1 / -1 / 0 choices of a noiseless judge (e.g. the parser's alignment) on image pairs."""
     s = np.asarray(score(images, [texts[g] for g in group]), dtype=np.float64)
     return np.sign(s[pairs[:, 0]] - s[pairs[:, 1]]).astype(np.int8)
 
 
-__all__ = ["Comparisons", "corrupt", "text_side", "image_side", "within_groups", "judge_by", "alignment_of",
-           "CORRUPTIONS", "phrase_style"]
+__all__ = [
+    "Comparisons",
+    "corrupt",
+    "text_side",
+    "image_side",
+    "within_groups",
+    "judge_by",
+    "alignment_of",
+    "CORRUPTIONS",
+    "phrase_style",
+]

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -50,16 +50,27 @@ class ZScoredReward:
     """reward(images, prompts) = (raw - mean) / std for a model with
     `encode_images(pixel_values)` and `score_encoded(encoded, input_ids, attention_mask)`."""
 
-    def __init__(self, model: nn.Module, tokenizer, preprocess: ImagePreprocess, name: str, max_length: int,
-                 mean: float = 0.0, std: float = 1.0, device="cpu", batch_size: int = 256):
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        preprocess: ImagePreprocess,
+        name: str,
+        max_length: int,
+        mean: float = 0.0,
+        std: float = 1.0,
+        device="cpu",
+        batch_size: int = 256,
+    ):
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer, self.preprocess, self.name = tokenizer, preprocess, name
         self.max_length, self.mean, self.std = int(max_length), float(mean), float(std)
         self.device, self.batch_size = torch.device(device), batch_size
 
     def tokens(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer(list(prompts), padding="longest", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
+        tok = self.tokenizer(
+            list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
 
     @torch.no_grad()
@@ -67,8 +78,8 @@ class ZScoredReward:
         check_batch(images, prompts)
         out = []
         for s in range(0, len(prompts), self.batch_size):
-            px = self.preprocess(images[s:s + self.batch_size].to(self.device, torch.float32))
-            ids, mask = self.tokens(prompts[s:s + self.batch_size])
+            px = self.preprocess(images[s : s + self.batch_size].to(self.device, torch.float32))
+            ids, mask = self.tokens(prompts[s : s + self.batch_size])
             out.append(self.model.score_encoded(self.model.encode_images(px), ids, mask).float())
         return torch.cat(out) if out else torch.zeros(0, device=self.device)
 
@@ -125,7 +136,7 @@ class CLIPPreference(nn.Module):
         if self.quality is not None:
             nn.init.zeros_(self.quality.layers[-1].weight)  # start as the CLIP score; learn quality from the pairs
 
-    def trainable(self, trainable_vision_layers: int) -> "CLIPPreference":
+    def trainable(self, trainable_vision_layers: int) -> CLIPPreference:
         self.requires_grad_(True)
         self.clip.logit_scale.requires_grad_(False)  # unused: the preference temperature is log_scale
         freeze_vision(self.clip.vision_model, trainable_vision_layers)
@@ -143,7 +154,9 @@ class CLIPPreference(nn.Module):
         f = _features(self.clip.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
         return f / f.norm(dim=-1, keepdim=True)
 
-    def score_encoded(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def score_encoded(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         r = self.log_scale.exp() * (images * self.encode_texts(input_ids, attention_mask)).sum(-1)
         return r if self.quality is None else r + self.quality(images)
 
@@ -169,12 +182,20 @@ class CLIPPreferenceReward(ZScoredReward):
             state |= {f"quality.{k}": v.contiguous() for k, v in self.model.quality.state_dict().items()}
             head_dims = [m.out_features for m in self.model.quality.layers if isinstance(m, nn.Linear)][:-1]
         save_file(state, str(out / "preference.safetensors"))
-        cfg = {"format": FORMAT, "name": self.name, "max_length": self.max_length, "mean": self.mean, "std": self.std,
-               "quality_head": self.model.quality is not None, "head_dims": head_dims, **(extra or {})}
+        cfg = {
+            "format": FORMAT,
+            "name": self.name,
+            "max_length": self.max_length,
+            "mean": self.mean,
+            "std": self.std,
+            "quality_head": self.model.quality is not None,
+            "head_dims": head_dims,
+            **(extra or {}),
+        }
         (out / "reward_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
 
     @classmethod
-    def load_folder(cls, folder: Path, device="cpu") -> "CLIPPreferenceReward":
+    def load_folder(cls, folder: Path, device="cpu") -> CLIPPreferenceReward:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, CLIPModel
 
@@ -185,14 +206,20 @@ class CLIPPreferenceReward(ZScoredReward):
         with torch.no_grad():
             model.log_scale.copy_(state.pop("log_scale").reshape(()))
         if model.quality is not None:
-            model.quality.load_state_dict({k[len("quality."):]: v for k, v in state.items()})
+            model.quality.load_state_dict({k[len("quality.") :]: v for k, v in state.items()})
         tok = AutoTokenizer.from_pretrained(str(folder / "clip"))
         pre = ImagePreprocess.from_folder(folder / "clip", clip.config.vision_config.image_size)
         return cls(model, tok, pre, cfg["name"], cfg["max_length"], cfg["mean"], cfg["std"], device)
 
 
-def build_clip_preference(clip_dir: str | Path, name: str, quality_head: bool, device="cpu",
-                          head_dims: Sequence[int] = (256, 64, 16), seed: int = 0) -> CLIPPreferenceReward:
+def build_clip_preference(
+    clip_dir: str | Path,
+    name: str,
+    quality_head: bool,
+    device="cpu",
+    head_dims: Sequence[int] = (256, 64, 16),
+    seed: int = 0,
+) -> CLIPPreferenceReward:
     """A preference reward initialised from a trained CLIP folder (the tiny world's `clip` stage output)."""
     from transformers import AutoTokenizer, CLIPModel
 
@@ -203,8 +230,9 @@ def build_clip_preference(clip_dir: str | Path, name: str, quality_head: bool, d
     clip = CLIPModel.from_pretrained(str(folder))
     tok = AutoTokenizer.from_pretrained(str(folder))
     pre = ImagePreprocess.from_folder(folder, clip.config.vision_config.image_size)
-    return CLIPPreferenceReward(CLIPPreference(clip, quality_head, head_dims), tok, pre, name, tok.model_max_length,
-                                device=device)
+    return CLIPPreferenceReward(
+        CLIPPreference(clip, quality_head, head_dims), tok, pre, name, tok.model_max_length, device=device
+    )
 
 
 def load_preference(source: str | Path, device="cpu", **kw):
@@ -221,8 +249,9 @@ def load_preference(source: str | Path, device="cpu", **kw):
             return FusionReward.load_folder(local, device)
         raise ValueError(f"{local}/reward_config.json has unknown format {fmt!r}")
     if local is not None and not local.exists():
-        raise FileNotFoundError(f"no reward model at {local}: run `dvc repro rewards` first (or give an ImageReward "
-                                f"checkpoint / hub id)")
+        raise FileNotFoundError(
+            f"no reward model at {local}: run `dvc repro rewards` first (or give an ImageReward checkpoint / hub id)"
+        )
     return load_imagereward(local if local is not None else str(source), device=device, **kw)
 
 
@@ -232,8 +261,9 @@ def bt_loss(diff: np.ndarray) -> float:
     return float(np.logaddexp(0.0, -np.asarray(diff, dtype=np.float64)).mean()) if len(diff) else float("nan")
 
 
-def calibrate_temperature(reward, comps: Comparisons, kind: int | None = 0, max_comparisons: int = 4000,
-                          seed: int = 0) -> dict:
+def calibrate_temperature(
+    reward, comps: Comparisons, kind: int | None = 0, max_comparisons: int = 4000, seed: int = 0
+) -> dict:
     """Rescale a `CLIPPreference` reward's temperature exp(log_scale) to the Bradley-Terry optimum on training
     comparisons (those of `kind`, all if it has none), before fine-tuning.
 
@@ -243,7 +273,9 @@ def calibrate_temperature(reward, comps: Comparisons, kind: int | None = 0, max_
     function of c, by golden-section search on log c in [-4.6, 4.6]."""
     if not hasattr(reward.model, "log_scale"):
         raise TypeError(f"{type(reward.model).__name__} has no temperature (log_scale) to calibrate")
-    idx = np.nonzero(comps.kind == kind)[0] if kind is not None and (comps.kind == kind).any() else np.arange(len(comps))
+    idx = (
+        np.nonzero(comps.kind == kind)[0] if kind is not None and (comps.kind == kind).any() else np.arange(len(comps))
+    )
     if len(idx) > max_comparisons:
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_comparisons, replace=False))
     w, l = item_scores(reward, comps.subset(idx))
@@ -266,9 +298,13 @@ def calibrate_temperature(reward, comps: Comparisons, kind: int | None = 0, max_
     before = float(model.log_scale.exp())
     with torch.no_grad():
         model.log_scale.add_(log_c)
-    return {"temperature_before": round(before, 4), "temperature": round(float(model.log_scale.exp()), 4),
-            "calibrated_on": len(idx), "bt_loss_before": round(bt_loss(d), 4),
-            "bt_loss_after": round(bt_loss(np.exp(log_c) * d), 4)}
+    return {
+        "temperature_before": round(before, 4),
+        "temperature": round(float(model.log_scale.exp()), 4),
+        "calibrated_on": len(idx),
+        "bt_loss_before": round(bt_loss(d), 4),
+        "bt_loss_after": round(bt_loss(np.exp(log_c) * d), 4),
+    }
 
 
 class PairwiseTraining:
@@ -280,9 +316,19 @@ class PairwiseTraining:
     (`calibrate_temperature`; the result is in `self.calibration`).
     """
 
-    def __init__(self, reward: ZScoredReward, comps: Comparisons, batch_size: int, trainable_vision_layers: int,
-                 norm_images: np.ndarray, norm_prompts: Sequence[str], name: str | None = None,
-                 fingerprint: dict | None = None, extra_config: dict | None = None, calibrate: bool = False):
+    def __init__(
+        self,
+        reward: ZScoredReward,
+        comps: Comparisons,
+        batch_size: int,
+        trainable_vision_layers: int,
+        norm_images: np.ndarray,
+        norm_prompts: Sequence[str],
+        name: str | None = None,
+        fingerprint: dict | None = None,
+        extra_config: dict | None = None,
+        calibrate: bool = False,
+    ):
         if len(comps) == 0:
             raise ValueError(f"{name or reward.name}: no comparisons to train on (was every pair a tie?)")
         self.reward, self.comps, self.batch_size = reward, comps, batch_size
@@ -292,8 +338,9 @@ class PairwiseTraining:
         self._fp, self.extra = dict(fingerprint or {}), dict(extra_config or {})
         self.calibrate = bool(calibrate)
         self.calibration = calibrate_temperature(reward, comps) if self.calibrate else None
-        tok = reward.tokenizer(list(comps.texts), padding="max_length", truncation=True, max_length=reward.max_length,
-                               return_tensors="pt")
+        tok = reward.tokenizer(
+            list(comps.texts), padding="max_length", truncation=True, max_length=reward.max_length, return_tensors="pt"
+        )
         self.ids, self.mask = tok.input_ids, tok.attention_mask
         self.model = reward.model.trainable(trainable_vision_layers)
         self._encoded: torch.Tensor | None = None  # every pool image, encoded once when the vision side is frozen
@@ -309,8 +356,14 @@ class PairwiseTraining:
         h = hashlib.md5(np.ascontiguousarray(c.images).tobytes())
         h.update(json.dumps(c.texts).encode())
         h.update(c.win.tobytes() + c.lose.tobytes())
-        return {"kind": "pairwise-bt", "batch": self.batch_size, "data": h.hexdigest(),
-                "trainable_vision_layers": self.trainable_vision_layers, "calibrate": self.calibrate, **self._fp}
+        return {
+            "kind": "pairwise-bt",
+            "batch": self.batch_size,
+            "data": h.hexdigest(),
+            "trainable_vision_layers": self.trainable_vision_layers,
+            "calibrate": self.calibrate,
+            **self._fp,
+        }
 
     def loss(self, step: int, gen: torch.Generator):
         m = getattr(self.model, "module", self.model)
@@ -328,7 +381,7 @@ class PairwiseTraining:
         ids, mask = self.ids[items[:, 1]], self.mask[items[:, 1]]
         width = int(mask.sum(1).max())
         r = m.score_encoded(enc, ids[:, :width].to(dev), mask[:, :width].to(dev))
-        diff = r[: len(idx)] - r[len(idx):]
+        diff = r[: len(idx)] - r[len(idx) :]
         loss = F.softplus(-diff).mean()
         hit = (diff > 0).float()
         kind = torch.from_numpy(self.comps.kind[idx]).to(dev)
@@ -342,7 +395,7 @@ class PairwiseTraining:
     def _encode_pool(self, m, dev) -> torch.Tensor:
         out = []
         for s in range(0, len(self.comps.images), 512):
-            px = torch.from_numpy(self.comps.images[s:s + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
+            px = torch.from_numpy(self.comps.images[s : s + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
             out.append(m.encode_images(self.reward.preprocess(px)))
         return torch.cat(out)
 
@@ -364,11 +417,11 @@ def item_scores(reward, comps: Comparisons, batch_size: int = 256) -> tuple[np.n
     uniq, inv = np.unique(items, axis=0, return_inverse=True)
     scores = []
     for s in range(0, len(uniq), batch_size):
-        chunk = uniq[s:s + batch_size]
+        chunk = uniq[s : s + batch_size]
         px = torch.from_numpy(comps.images[chunk[:, 0]]).permute(0, 3, 1, 2).float() / 255
         scores.append(torch.as_tensor(reward(px.to(reward.device), [comps.texts[t] for t in chunk[:, 1]])).cpu())
     r = torch.cat(scores).double().numpy()[inv.reshape(-1)]
-    return r[: len(comps)], r[len(comps):]
+    return r[: len(comps)], r[len(comps) :]
 
 
 def pairwise_accuracy(reward, comps: Comparisons) -> dict:
@@ -386,5 +439,16 @@ def pairwise_accuracy(reward, comps: Comparisons) -> dict:
     return out
 
 
-__all__ = ["ZScoredReward", "CLIPPreference", "CLIPPreferenceReward", "build_clip_preference", "load_preference",
-           "PairwiseTraining", "item_scores", "pairwise_accuracy", "freeze_vision", "calibrate_temperature", "bt_loss"]
+__all__ = [
+    "ZScoredReward",
+    "CLIPPreference",
+    "CLIPPreferenceReward",
+    "build_clip_preference",
+    "load_preference",
+    "PairwiseTraining",
+    "item_scores",
+    "pairwise_accuracy",
+    "freeze_vision",
+    "calibrate_temperature",
+    "bt_loss",
+]

@@ -14,11 +14,19 @@ import json
 
 from .. import quiet_hub_progress
 from .common import device, image_text_source, model_source, write_json
-from .spine import base_model, clip, evaluate_clip, fig6, sft_sharpening
+from .finetune import (
+    FINETUNE_STAGES,
+    d3po,
+    ddpo,
+    diffusion_dpo,
+    draft,
+    iterpo,  # noqa: F401 (re-exported)
+    rlhf_sharpening,
+    standard_finetune,
+)
 from .inference import fig5, nfe_sweep
 from .rewards import evaluate_base, feedback, rewards
-from .finetune import (FINETUNE_STAGES, d3po, ddpo, diffusion_dpo, draft, iterpo,  # noqa: F401 (re-exported)
-                       rlhf_sharpening, standard_finetune)
+from .spine import base_model, clip, evaluate_clip, fig6, sft_sharpening
 
 quiet_hub_progress()
 
@@ -52,5 +60,12 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["STAGES", "main", "device", "image_text_source", "model_source", "write_json",
-           *(fn.__name__ for fn in STAGES.values())]
+__all__ = [
+    "STAGES",
+    "main",
+    "device",
+    "image_text_source",
+    "model_source",
+    "write_json",
+    *(fn.__name__ for fn in STAGES.values()),
+]

@@ -55,5 +55,9 @@ def reward_fingerprint(spec: str) -> dict:
     from ..rewards import REGISTRY, parse_weights
     from ..train import file_digest
 
-    return {"reward": spec, "reward_models": {name: file_digest(paths.resolve(REGISTRY[name][1]))
-                                              for name, _ in parse_weights(spec) if name in REGISTRY}}
+    return {
+        "reward": spec,
+        "reward_models": {
+            name: file_digest(paths.resolve(REGISTRY[name][1])) for name, _ in parse_weights(spec) if name in REGISTRY
+        },
+    }

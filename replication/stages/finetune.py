@@ -35,8 +35,9 @@ def prompt_source(name: str) -> PromptSource:
         return PromptSource([r["prompt"] for r in data.load_prompts(name)], name)
     path = paths.resolve(name)
     if not path.is_file():
-        raise FileNotFoundError(f"prompts {name!r}: not a tiny-world prompt set ({', '.join(data.PROMPT_SEEDS)}) "
-                                f"and no such text file")
+        raise FileNotFoundError(
+            f"prompts {name!r}: not a tiny-world prompt set ({', '.join(data.PROMPT_SEEDS)}) and no such text file"
+        )
     return PromptSource([ln.strip() for ln in path.read_text().splitlines() if ln.strip()], path.name)
 
 
@@ -53,8 +54,9 @@ def log_summary(log: Path) -> dict:
 
 def run(name: str, method, sec, show_progress: bool) -> dict:
     log = paths.train_logs() / f"{name}.csv"
-    fit = train(method, sec.train, paths.checkpoints() / name, log, out_dir=paths.models() / name,
-                show_progress=show_progress)
+    fit = train(
+        method, sec.train, paths.checkpoints() / name, log, out_dir=paths.models() / name, show_progress=show_progress
+    )
     return {**fit, **log_summary(log)}
 
 
@@ -63,20 +65,34 @@ def run(name: str, method, sec, show_progress: bool) -> dict:
 def build_standard_finetune(p: Params):
     s = p.standard_finetune
     model, fp = load_model(s)
-    return StandardFinetune(model, image_text_source(s.dataset, model.image_size), s.train.batch_size,
-                            fingerprint={**fp, "dataset": s.dataset}, lora=lora_spec(s))
+    return StandardFinetune(
+        model,
+        image_text_source(s.dataset, model.image_size),
+        s.train.batch_size,
+        fingerprint={**fp, "dataset": s.dataset},
+        lora=lora_spec(s),
+    )
 
 
 def build_rlhf_sharpening(p: Params):
     s = p.rlhf_sharpening
     model, fp = load_model(s)
-    spec = SharpeningSpec(n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0,
-                          ode_steps=s.ode_steps)
-    rl = RLHFSpec(loss=s.loss, beta=s.beta, margin_scale=s.margin_scale, gen_steps=s.gen_steps,
-                  gen_guidance=s.gen_guidance)
-    return RLHFSharpening(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
-                          spec, rl, lora=lora_spec(s),
-                          fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+    spec = SharpeningSpec(
+        n=s.n, m=s.m, infer_steps=s.infer_steps, aggregate=s.aggregate, x0=s.x0, ode_steps=s.ode_steps
+    )
+    rl = RLHFSpec(
+        loss=s.loss, beta=s.beta, margin_scale=s.margin_scale, gen_steps=s.gen_steps, gen_guidance=s.gen_guidance
+    )
+    return RLHFSharpening(
+        model,
+        load_reward(s.reward, device()),
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        spec,
+        rl,
+        lora=lora_spec(s),
+        fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts},
+    )
 
 
 def build_diffusion_dpo(p: Params):
@@ -86,55 +102,115 @@ def build_diffusion_dpo(p: Params):
     if not pairs_path.exists():
         raise FileNotFoundError(f"diffusion_dpo.pairs: {pairs_path} is missing; run `dvc repro feedback` first")
     pairs = PairSource(PreferencePairs.load(pairs_path), pairs_path.name)
-    return DiffusionDPO(model, pairs, s.train.batch_size, s.beta, lora=lora_spec(s),
-                        fingerprint={**fp, "pairs": file_digest(pairs_path)})
+    return DiffusionDPO(
+        model,
+        pairs,
+        s.train.batch_size,
+        s.beta,
+        lora=lora_spec(s),
+        fingerprint={**fp, "pairs": file_digest(pairs_path)},
+    )
 
 
 def build_ddpo(p: Params):
     s = p.ddpo
     model, fp = load_model(s)
-    spec = DDPOSpec(sample_steps=s.sample_steps, eta=s.eta, guidance=s.guidance, images_per_prompt=s.images_per_prompt,
-                    updates_per_sample=s.updates_per_sample, clip_range=s.clip_range, adv_clip=s.adv_clip,
-                    timestep_fraction=s.timestep_fraction)
-    return DDPO(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size, spec,
-                lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+    spec = DDPOSpec(
+        sample_steps=s.sample_steps,
+        eta=s.eta,
+        guidance=s.guidance,
+        images_per_prompt=s.images_per_prompt,
+        updates_per_sample=s.updates_per_sample,
+        clip_range=s.clip_range,
+        adv_clip=s.adv_clip,
+        timestep_fraction=s.timestep_fraction,
+    )
+    return DDPO(
+        model,
+        load_reward(s.reward, device()),
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        spec,
+        lora=lora_spec(s),
+        fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts},
+    )
 
 
 def build_d3po(p: Params):
     s = p.d3po
     model, fp = load_model(s)
-    spec = D3POSpec(sample_steps=s.sample_steps, eta=s.eta, guidance=s.guidance,
-                    updates_per_sample=s.updates_per_sample, beta=s.beta, ratio_clip=s.ratio_clip,
-                    timestep_fraction=s.timestep_fraction)
+    spec = D3POSpec(
+        sample_steps=s.sample_steps,
+        eta=s.eta,
+        guidance=s.guidance,
+        updates_per_sample=s.updates_per_sample,
+        beta=s.beta,
+        ratio_clip=s.ratio_clip,
+        timestep_fraction=s.timestep_fraction,
+    )
     rater = Rater(temperature=s.rater.temperature, tie_band=s.rater.tie_band, rating_noise=s.rater.rating_noise)
-    return D3PO(model, prompt_source(s.prompts), s.train.batch_size, spec, rater=rater, lora=lora_spec(s),
-                fingerprint={**fp, "prompts": s.prompts})
+    return D3PO(
+        model,
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        spec,
+        rater=rater,
+        lora=lora_spec(s),
+        fingerprint={**fp, "prompts": s.prompts},
+    )
 
 
 def backprop_spec(s) -> BackpropSpec:
-    return BackpropSpec(mode=s.mode, k=s.k, stop_range=s.stop_range, sample_steps=s.sample_steps, guidance=s.guidance,
-                        objective=s.objective, margin=s.margin, reward_scale=s.reward_scale)
+    return BackpropSpec(
+        mode=s.mode,
+        k=s.k,
+        stop_range=s.stop_range,
+        sample_steps=s.sample_steps,
+        guidance=s.guidance,
+        objective=s.objective,
+        margin=s.margin,
+        reward_scale=s.reward_scale,
+    )
 
 
 def build_iterpo(p: Params):
     s = p.iterpo
     model, fp = load_model(s)
     rewards = [(load_reward(name, device()), w) for name, w in parse_weights(s.reward)]
-    return IterPO(model, rewards, prompt_source(s.prompts), s.train.batch_size, backprop_spec(s),
-                  lora=lora_spec(s), fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+    return IterPO(
+        model,
+        rewards,
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        backprop_spec(s),
+        lora=lora_spec(s),
+        fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts},
+    )
 
 
 def build_draft(p: Params):
     s = p.draft
     model, fp = load_model(s)
-    return RewardBackprop(model, load_reward(s.reward, device()), prompt_source(s.prompts), s.train.batch_size,
-                          backprop_spec(s), lora=lora_spec(s),
-                          fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts})
+    return RewardBackprop(
+        model,
+        load_reward(s.reward, device()),
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        backprop_spec(s),
+        lora=lora_spec(s),
+        fingerprint={**fp, **reward_fingerprint(s.reward), "prompts": s.prompts},
+    )
 
 
-BUILDERS = {"standard_finetune": build_standard_finetune, "rlhf_sharpening": build_rlhf_sharpening,
-            "diffusion_dpo": build_diffusion_dpo, "ddpo": build_ddpo, "d3po": build_d3po, "iterpo": build_iterpo,
-            "draft": build_draft}
+BUILDERS = {
+    "standard_finetune": build_standard_finetune,
+    "rlhf_sharpening": build_rlhf_sharpening,
+    "diffusion_dpo": build_diffusion_dpo,
+    "ddpo": build_ddpo,
+    "d3po": build_d3po,
+    "iterpo": build_iterpo,
+    "draft": build_draft,
+}
 
 
 # ----------------------------------------------------------------------------- one stage per method
@@ -173,5 +249,12 @@ def draft(p: Params, show_progress: bool = True) -> dict:
     return run("draft", build_draft(p), p.draft, show_progress)
 
 
-FINETUNE_STAGES = {"standard_finetune": standard_finetune, "rlhf_sharpening": rlhf_sharpening,
-                   "diffusion_dpo": diffusion_dpo, "ddpo": ddpo, "d3po": d3po, "iterpo": iterpo, "draft": draft}
+FINETUNE_STAGES = {
+    "standard_finetune": standard_finetune,
+    "rlhf_sharpening": rlhf_sharpening,
+    "diffusion_dpo": diffusion_dpo,
+    "ddpo": ddpo,
+    "d3po": d3po,
+    "iterpo": iterpo,
+    "draft": draft,
+}

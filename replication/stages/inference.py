@@ -67,8 +67,14 @@ def _save_run(path: Path, results: dict[int, SamplerResult], seconds: float) -> 
     for b, r in results.items():
         arrays[f"latents_{b}"] = r.latents.float().cpu().numpy()
         arrays[f"scores_{b}"] = r.scores.float().cpu().numpy()
-    meta = {str(b): {"nfe_per_image": r.nfe_per_image, "verifier_images_per_image": r.verifier_images_per_image,
-                     "info": r.info} for b, r in results.items()}
+    meta = {
+        str(b): {
+            "nfe_per_image": r.nfe_per_image,
+            "verifier_images_per_image": r.verifier_images_per_image,
+            "info": r.info,
+        }
+        for b, r in results.items()
+    }
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, meta=np.array(json.dumps({"runs": meta, "seconds": seconds})), **arrays)
     tmp.replace(path)
@@ -79,8 +85,14 @@ def _load_run(path: Path) -> tuple[dict[int, SamplerResult], float]:
     meta = json.loads(str(z["meta"]))
     out = {}
     for b, m in meta["runs"].items():
-        out[int(b)] = SamplerResult(torch.from_numpy(z[f"latents_{b}"]), torch.from_numpy(z[f"scores_{b}"]), int(b),
-                                    m["nfe_per_image"], m["verifier_images_per_image"], m["info"])
+        out[int(b)] = SamplerResult(
+            torch.from_numpy(z[f"latents_{b}"]),
+            torch.from_numpy(z[f"scores_{b}"]),
+            int(b),
+            m["nfe_per_image"],
+            m["verifier_images_per_image"],
+            m["info"],
+        )
     return out, meta["seconds"]
 
 
@@ -106,9 +118,13 @@ def _score(suite, model, latents: torch.Tensor, rows) -> tuple[np.ndarray, dict[
 def _summary(per_image: dict, base: dict | None, s) -> dict:
     out = {"columns": evaluate.summarise_columns(per_image, s.confidence, s.bootstrap, s.seed)}
     if base is not None:
-        out["vs_base"] = {c: {k: (round(v, 6) if isinstance(v, float) else v) for k, v in
-                              stats.paired_diff(per_image[c], base[c], s.confidence, s.bootstrap, s.seed).items()}
-                          for c in per_image}
+        out["vs_base"] = {
+            c: {
+                k: (round(v, 6) if isinstance(v, float) else v)
+                for k, v in stats.paired_diff(per_image[c], base[c], s.confidence, s.bootstrap, s.seed).items()
+            }
+            for c in per_image
+        }
     return out
 
 
@@ -119,8 +135,10 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
     s = p.nfe_sweep
     bad = [c for c in s.columns if c not in evaluate.DRAWBENCH_COLUMNS]
     if bad:
-        raise ValueError(f"nfe_sweep.columns {bad} are not DrawBench-set columns; choose from "
-                         f"{', '.join(evaluate.DRAWBENCH_COLUMNS)}")
+        raise ValueError(
+            f"nfe_sweep.columns {bad} are not DrawBench-set columns; choose from "
+            f"{', '.join(evaluate.DRAWBENCH_COLUMNS)}"
+        )
     unknown = [m for m in s.methods if m not in LABELS]
     if unknown:
         raise ValueError(f"nfe_sweep.methods {unknown} are unknown; choose from {', '.join(LABELS)}")
@@ -128,8 +146,10 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
         raise ValueError(f"nfe_sweep.budgets are multiples of the base cost, each >= 1; got {list(s.budgets)}")
     missing = [m for m in s.sharpened if not (paths.resolve(m) / "model_index.json").exists()]
     if missing:
-        raise FileNotFoundError(f"nfe_sweep.sharpened: no pipeline at {missing}; run the stage that trains it "
-                                f"(e.g. `dvc repro sft_sharpening`) or remove it from nfe_sweep.sharpened")
+        raise FileNotFoundError(
+            f"nfe_sweep.sharpened: no pipeline at {missing}; run the stage that trains it "
+            f"(e.g. `dvc repro sft_sharpening`) or remove it from nfe_sweep.sharpened"
+        )
     dev = device()
     rows, seeds = sweep_rows(s.prompts, s.n_prompts, s.seed)
     prompts = [r["prompt"] for r in rows]
@@ -139,10 +159,19 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
     verifier = Verifier(load_reward(s.verifier, dev))
     base_cost = s.num_steps * (1 if s.guidance_scale == 1.0 else 2)
     budgets = sorted({int(m * base_cost) for m in s.budgets})
-    fp = {"model": _digest(src), "verifier": s.verifier, "prompts": prompts, "seeds": seeds,
-          "num_steps": s.num_steps, "guidance_scale": s.guidance_scale,
-          "verifier_models": {n: file_digest(paths.resolve(REWARD_REGISTRY[n][1])) for n, _ in parse_weights(s.verifier)
-                              if n in REWARD_REGISTRY and paths.resolve(REWARD_REGISTRY[n][1]).exists()}}
+    fp = {
+        "model": _digest(src),
+        "verifier": s.verifier,
+        "prompts": prompts,
+        "seeds": seeds,
+        "num_steps": s.num_steps,
+        "guidance_scale": s.guidance_scale,
+        "verifier_models": {
+            n: file_digest(paths.resolve(REWARD_REGISTRY[n][1]))
+            for n, _ in parse_weights(s.verifier)
+            if n in REWARD_REGISTRY and paths.resolve(REWARD_REGISTRY[n][1]).exists()
+        },
+    }
     t_start = time.perf_counter()
     sources = {"mllm": p.mllm} if "mllm" in s.columns else None
     suite = evaluate.MetricSuite.load(s.columns, dev, sources)
@@ -156,10 +185,17 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
         images, base_per = _score(suite, model, base_lat, rows)
         npz["images/base"] = images
         base_ver = verifier(model, base_lat, prompts).cpu().numpy()
-        out: dict = {"base": {"label": "Base model (DDIM)", "pipeline": s.model, "nfe_per_image": base_nfe,
-                              "verifier": evaluate.summarise(base_ver, s.confidence, s.bootstrap, s.seed),
-                              **_summary(base_per, None, s)},
-                     "methods": {}, "sharpened": {}}
+        out: dict = {
+            "base": {
+                "label": "Base model (DDIM)",
+                "pipeline": s.model,
+                "nfe_per_image": base_nfe,
+                "verifier": evaluate.summarise(base_ver, s.confidence, s.bootstrap, s.seed),
+                **_summary(base_per, None, s),
+            },
+            "methods": {},
+            "sharpened": {},
+        }
         units = sum(1 if m in ("best_of_n", "inference_scaling") else len(budgets) for m in s.methods)
         bar = tqdm(total=units + len(s.sharpened), desc="nfe sweep", disable=not show_progress)
         for method in s.methods:
@@ -176,13 +212,19 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
                     images, per = _score(suite, model, r.latents, rows)
                     npz[f"images/{method}@{b}"] = images
                     npz[f"verifier/{method}@{b}"] = r.scores.cpu().numpy()
-                    points.append({"budget_multiple": b / base_cost, "nfe_budget": b, "nfe_per_image": r.nfe_per_image,
-                                   "verifier_images_per_image": r.verifier_images_per_image, "info": r.info,
-                                   "seconds": round(seconds / len(group), 2),
-                                   "same_as_base": bool(torch.equal(r.latents.cpu(), base_lat.cpu())),
-                                   "verifier": evaluate.summarise(r.scores.cpu().numpy(), s.confidence, s.bootstrap,
-                                                                  s.seed),
-                                   **_summary(per, base_per, s)})
+                    points.append(
+                        {
+                            "budget_multiple": b / base_cost,
+                            "nfe_budget": b,
+                            "nfe_per_image": r.nfe_per_image,
+                            "verifier_images_per_image": r.verifier_images_per_image,
+                            "info": r.info,
+                            "seconds": round(seconds / len(group), 2),
+                            "same_as_base": bool(torch.equal(r.latents.cpu(), base_lat.cpu())),
+                            "verifier": evaluate.summarise(r.scores.cpu().numpy(), s.confidence, s.bootstrap, s.seed),
+                            **_summary(per, base_per, s),
+                        }
+                    )
                 bar.update(1)
             out["methods"][method] = {"label": LABELS[method], "options": opts, "points": points}
         for folder in s.sharpened:
@@ -196,19 +238,34 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
             images, per = _score(suite, sm, lat, rows)
             ver = verifier(sm, lat, prompts).cpu().numpy()
             npz[f"images/{name}"] = images
-            out["sharpened"][name] = {"label": SHARPENED_LABELS.get(name, name), "pipeline": folder, "nfe_per_image": nfe,
-                                      "verifier": evaluate.summarise(ver, s.confidence, s.bootstrap, s.seed),
-                                      **_summary(per, base_per, s)}
+            out["sharpened"][name] = {
+                "label": SHARPENED_LABELS.get(name, name),
+                "pipeline": folder,
+                "nfe_per_image": nfe,
+                "verifier": evaluate.summarise(ver, s.confidence, s.bootstrap, s.seed),
+                **_summary(per, base_per, s),
+            }
             bar.update(1)
         bar.close()
     finally:
         suite.close()
     out["settings"] = {
-        "model": s.model, "verifier": s.verifier, "evaluators": {c: evaluate.EVALUATORS[c][0] for c in s.columns},
-        "prompts": s.prompts, "n_prompts": len(prompts), "prompt_indices": [r["index"] for r in rows],
-        "seed": s.seed, "num_steps": s.num_steps, "guidance_scale": s.guidance_scale, "base_cost": base_cost,
-        "budgets": budgets, "columns": list(s.columns), "confidence": s.confidence, "device": dev,
-        "nfe_source": "T2IModel.nfe (every UNet row; CFG counts 2 per latent per step)"}
+        "model": s.model,
+        "verifier": s.verifier,
+        "evaluators": {c: evaluate.EVALUATORS[c][0] for c in s.columns},
+        "prompts": s.prompts,
+        "n_prompts": len(prompts),
+        "prompt_indices": [r["index"] for r in rows],
+        "seed": s.seed,
+        "num_steps": s.num_steps,
+        "guidance_scale": s.guidance_scale,
+        "base_cost": base_cost,
+        "budgets": budgets,
+        "columns": list(s.columns),
+        "confidence": s.confidence,
+        "device": dev,
+        "nfe_source": "T2IModel.nfe (every UNet row; CFG counts 2 per latent per step)",
+    }
     out["seconds_total"] = round(time.perf_counter() - t_start, 1)
     generated().mkdir(parents=True, exist_ok=True)
     np.savez_compressed(generated() / "nfe_sweep.npz", prompts=np.array(prompts), seeds=np.array(seeds), **npz)

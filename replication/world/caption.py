@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from . import vocab
-from .scene import Obj, Scene, Sampler, holds, relation
+from .scene import Obj, Sampler, Scene, holds, relation
 
 STYLES: tuple[str, ...] = ("generic", "detailed", "pokemon") + vocab.CATEGORIES
 
@@ -65,7 +65,7 @@ class Spec:
         return {"phrases": [asdict(p) for p in self.phrases], "relations": [list(r) for r in self.relations]}
 
     @staticmethod
-    def from_json(d: dict) -> "Spec":
+    def from_json(d: dict) -> Spec:
         return Spec(tuple(Phrase(**p) for p in d["phrases"]), tuple((int(i), r, int(j)) for i, r, j in d["relations"]))
 
 
@@ -109,7 +109,7 @@ _FILLERS = [tuple(f.split()) for f in _PREFIXES + _SUFFIXES]
 
 def _match(words: list[str], i: int, table) -> tuple[tuple[str, ...], int] | None:
     for key in sorted(table, key=len, reverse=True):
-        if tuple(words[i:i + len(key)]) == key:
+        if tuple(words[i : i + len(key)]) == key:
             return key, i + len(key)
     return None
 

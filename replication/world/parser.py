@@ -98,7 +98,8 @@ def label_components(fg: torch.Tensor) -> torch.Tensor:
 def image_of_components(inv: torch.Tensor, n: int, h: int, w: int, k: int) -> torch.Tensor:
     """Index of the image each component label belongs to."""
     return torch.zeros(k, dtype=torch.long).scatter_reduce(
-        0, inv.reshape(-1), torch.arange(n).repeat_interleave(h * w), "amax", include_self=False)
+        0, inv.reshape(-1), torch.arange(n).repeat_interleave(h * w), "amax", include_self=False
+    )
 
 
 @torch.no_grad()
@@ -163,8 +164,13 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
     # with the background): plain if the brightness barely varies, else the dark pixels (below the
     # interior's mean brightness) alternate by rows (striped) or both ways (checkered)
     pad = F.pad(inv, (1, 1, 1, 1), value=-1)
-    interior = fg & (pad[:, :-2, 1:-1] == inv) & (pad[:, 2:, 1:-1] == inv) & (pad[:, 1:-1, :-2] == inv) \
+    interior = (
+        fg
+        & (pad[:, :-2, 1:-1] == inv)
+        & (pad[:, 2:, 1:-1] == inv)
+        & (pad[:, 1:-1, :-2] == inv)
         & (pad[:, 1:-1, 2:] == inv)
+    )
     n_int = ssum(interior)
     v_mean = ssum(val, interior) / n_int.clamp_min(1)
     v_std = (ssum(val**2, interior) / n_int.clamp_min(1) - v_mean**2).clamp_min(0).sqrt()
@@ -176,7 +182,8 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
     def rate(pair, a, b, owner):
         changes = torch.zeros(k, dtype=torch.float64).index_add_(0, owner[pair], (a != b)[pair].double())
         return changes / torch.zeros(k, dtype=torch.float64).index_add_(
-            0, owner[pair], torch.ones(int(pair.sum()), dtype=torch.float64)).clamp_min(1)
+            0, owner[pair], torch.ones(int(pair.sum()), dtype=torch.float64)
+        ).clamp_min(1)
 
     rate_h = rate(pair_h, dark[:, :, 1:], dark[:, :, :-1], inv[:, :, 1:])
     rate_v = rate(pair_v, dark[:, 1:, :], dark[:, :-1, :], inv[:, 1:, :])
@@ -195,11 +202,19 @@ def detect(images, canvas: int | None = None) -> list[list[Detection]]:
             texture = "striped"
         else:
             texture = "checkered"
-        out[int(image_of[c])].append(Detection(
-            shape=vocab.SHAPES[int(shape_idx[c])], color=vocab.COLORS[int(color_idx[c])], texture=texture,
-            size="big" if ext[c] > size_cut else "small", x=float(x0[c] + x1[c] + 1) / 2,
-            y=float(y0[c] + y1[c] + 1) / 2, area=int(area[c]), extent=int(ext[c]),
-            shape_iou=round(float(shape_iou[c]), 6)))
+        out[int(image_of[c])].append(
+            Detection(
+                shape=vocab.SHAPES[int(shape_idx[c])],
+                color=vocab.COLORS[int(color_idx[c])],
+                texture=texture,
+                size="big" if ext[c] > size_cut else "small",
+                x=float(x0[c] + x1[c] + 1) / 2,
+                y=float(y0[c] + y1[c] + 1) / 2,
+                area=int(area[c]),
+                extent=int(ext[c]),
+                shape_iou=round(float(shape_iou[c]), 6),
+            )
+        )
     for dets in out:
         dets.sort(key=lambda d: (d.y, d.x))
     return out
@@ -227,8 +242,16 @@ def claims_satisfied(spec: Spec, dets: list[Detection]) -> int:
             if a is not None and b is not None and relation_holds(dets[a], rel, dets[b]):
                 sat += 1
             elif i in counted or j in counted:  # relation of a counted group: every member must satisfy it
-                left = [d for d in dets if spec.phrases[i].matches(d)] if i in counted else ([dets[a]] if a is not None else [])
-                right = [d for d in dets if spec.phrases[j].matches(d)] if j in counted else ([dets[b]] if b is not None else [])
+                left = (
+                    [d for d in dets if spec.phrases[i].matches(d)]
+                    if i in counted
+                    else ([dets[a]] if a is not None else [])
+                )
+                right = (
+                    [d for d in dets if spec.phrases[j].matches(d)]
+                    if j in counted
+                    else ([dets[b]] if b is not None else [])
+                )
                 if left and right and all(relation_holds(x, rel, y) for x in left for y in right):
                     sat += 1
         best = max(best, sat)

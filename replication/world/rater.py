@@ -38,8 +38,8 @@ Calibration (measured on models/base; stage feedback writes results/feedback_rep
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -74,8 +74,9 @@ class Judgement:
 
 
 def _specs(prompts: Sequence[str | Spec | dict]) -> list[Spec]:
-    return [p if isinstance(p, Spec) else Spec.from_json(p) if isinstance(p, dict) else parse_prompt(p)
-            for p in prompts]
+    return [
+        p if isinstance(p, Spec) else Spec.from_json(p) if isinstance(p, dict) else parse_prompt(p) for p in prompts
+    ]
 
 
 @torch.no_grad()
@@ -97,8 +98,7 @@ def pixel_quality(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _quality_parts(img: torch.Tensor, dets) -> dict[str, torch.Tensor]:
     crisp, clean = pixel_quality(img)
-    formed = torch.tensor([sum(d.shape_iou for d in ds) / len(ds) if ds else 0.0 for ds in dets],
-                          dtype=torch.float64)
+    formed = torch.tensor([sum(d.shape_iou for d in ds) / len(ds) if ds else 0.0 for ds in dets], dtype=torch.float64)
     return {"crisp": crisp, "clean": clean, "formed": formed, "pure": _palette_purity(img, dets)}
 
 
@@ -118,8 +118,7 @@ def judge(images, prompts: Sequence[str | Spec | dict]) -> Judgement:
     if len(specs) != img.shape[0]:
         raise ValueError(f"rater got {img.shape[0]} images but {len(specs)} prompts")
     dets = detect(img)
-    alignment = torch.tensor([claims_satisfied(s, d) / s.n_claims for s, d in zip(specs, dets)],
-                             dtype=torch.float64)
+    alignment = torch.tensor([claims_satisfied(s, d) / s.n_claims for s, d in zip(specs, dets)], dtype=torch.float64)
     return Judgement(alignment, **_quality_parts(img, dets))
 
 

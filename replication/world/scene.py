@@ -44,7 +44,7 @@ class Scene:
         }
 
     @staticmethod
-    def from_json(d: dict) -> "Scene":
+    def from_json(d: dict) -> Scene:
         return Scene(tuple(Obj(**o) for o in d["objects"]), d["canvas"], d["background"])
 
 
@@ -104,8 +104,9 @@ class Sampler:
                 return o
         raise ValueError(f"no non-held-out object satisfies {fixed}")
 
-    def place(self, objs: list[Obj], relations: tuple[tuple[int, str, int], ...] = (), gap: int = 2,
-              tries: int = 400) -> tuple[Obj, ...] | None:
+    def place(
+        self, objs: list[Obj], relations: tuple[tuple[int, str, int], ...] = (), gap: int = 2, tries: int = 400
+    ) -> tuple[Obj, ...] | None:
         """Random non-overlapping centres for `objs` such that every spatial relation holds.
 
         Returns None if no layout was found (the caller then changes sizes or objects).
