@@ -1,5 +1,5 @@
-# make repro [PROFILE=tiny|smoke]   set up the environment, regenerate/check data/, run the DVC pipeline
-# make test                         set up the environment and run the test suite
+# make repro [PROFILE=tiny|smoke|sdxl]  set up the environment, regenerate/check data/, run the DVC pipeline
+# make test                         set up the environment, lint (ruff), check dvc.yaml's derived deps, run the tests
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 PYTHON ?= python3
@@ -29,13 +29,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 data: setup
 	$(PY) -m replication.data ensure
 
+# The default profile runs in place and renders the README's results block; any other profile runs in an isolated
+# copy under .profiles/<profile>/, so the committed results, figures, dvc.lock and params.yaml stay as they are.
 repro: setup data
-	$(PY) -m replication.config set-profile $(PROFILE)
-	$(PY) -m replication.config check
-	dvc repro
-	@if [ "$(PROFILE)" = tiny ]; then $(PY) -m replication.report compute && $(PY) -m replication.report readme; fi
+	$(PY) -m replication.pipeline repro --profile $(PROFILE)
 
 test: setup data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m replication.pipeline check
 	$(PY) -m pytest -q
 
 lab: setup data
@@ -47,7 +49,7 @@ bench: setup data
 	$(PY) benchmarks/bench_parallel_runs.py
 
 clean:
-	rm -rf .checkpoints .cache executed
+	rm -rf .checkpoints .cache executed .profiles
 
 # Regenerate requirements.lock: the newest versions pyproject.toml's ranges admit, resolved by pip in a scratch
 # venv beside the pinned torch, then hashed by uv. Commit the lock together with results made by it.

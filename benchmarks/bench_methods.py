@@ -3,8 +3,8 @@
     python benchmarks/bench_methods.py [--profile tiny] [--steps 4] [--warmup 1] [--methods ddpo,d3po]
                                        [--set rlhf_sharpening.n=8 ...]
 
-Each method is built by its stage's builder (`replication.stages.finetune.BUILDERS`, and the SFT sharpening
-stage's), so it is exactly what `dvc repro` trains: the params.yaml settings of the profile, the pipeline's
+Each method is built by its stage's builder (`replication.stages.<method>.build`), so it is exactly what
+`dvc repro` trains: the params.yaml settings of the profile, the pipeline's
 models (models/base and the reward models; run `make repro` first), the stage's batch size. A timed step is
 `loss` (which draws its own batch), backward and an AdamW step, as in the training loop, without the loop's
 checkpointing and logging. DDPO and D3PO sample a new round every `updates_per_sample` steps, so their steps
@@ -32,14 +32,19 @@ import torch
 HERE = Path(__file__).resolve().parent
 os.environ.setdefault("REPLICATION_ROOT", str(HERE.parent))
 
-from replication import config, paths, quiet_hub_progress  # noqa: E402
-from replication.config import TrainParams  # noqa: E402
+from replication import paths  # noqa: E402
 from replication.report import machine_info  # noqa: E402
-from replication.stages.finetune import BUILDERS  # noqa: E402
-from replication.stages.spine import build_sft_sharpening  # noqa: E402
-from replication.train import make_optimizer, step_generator  # noqa: E402
+from replication.stages.__main__ import stage_module  # noqa: E402
+from replication.train import TrainParams, make_optimizer, step_generator  # noqa: E402
 
-ALL = {"sft_sharpening": build_sft_sharpening, **BUILDERS}
+ALL = ("sft_sharpening", "standard_finetune", "rlhf_sharpening", "diffusion_dpo", "ddpo", "d3po", "iterpo", "draft")
+
+
+def build(name: str, profile: str, overrides: dict | None = None):
+    """The method exactly as stage `name` trains it, with `overrides` of its own section applied."""
+    stage = stage_module(name)
+    mine = {k: v for k, v in (overrides or {}).items() if k in stage.params.sections}
+    return stage.build(stage.params(profile, mine))
 
 
 def time_method(name: str, method, steps: int, warmup: int) -> dict:
@@ -113,7 +118,6 @@ def main(argv=None) -> int:
         help="change a parameter for this run, as `dvc exp run -S` (repeatable)",
     )
     a = ap.parse_args(argv)
-    quiet_hub_progress()
     try:
         overrides = parse_sets(a.set)
         names = pick_methods(a.methods)
@@ -122,11 +126,10 @@ def main(argv=None) -> int:
         return 2
     if "sft_sharpening" not in names:
         names.insert(0, "sft_sharpening")  # the baseline of every ratio
-    p = config.load(profile=a.profile, overrides=overrides)
     torch.manual_seed(0)
     rows = []
     for name in names:
-        method = ALL[name](p)
+        method = build(name, a.profile, overrides)
         rows.append(time_method(name, method, a.steps, a.warmup))
         del method
     ref = rows[0]

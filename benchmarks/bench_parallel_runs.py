@@ -46,13 +46,10 @@ def _set_threads(threads: int | None) -> None:
 def run_once(profile: str, name: str, steps: int, warmup: int) -> dict:
     """One run in this (worker) process: build the method as its stage does and time its optimiser steps."""
     import torch
-    from bench_methods import ALL, time_method
+    from bench_methods import build, time_method
 
-    from replication import config, quiet_hub_progress
-
-    quiet_hub_progress()
     torch.manual_seed(0)
-    method = ALL[name](config.load(profile=profile))
+    method = build(name, profile)
     row = time_method(name, method, steps, warmup)
     row["threads"] = torch.get_num_threads()
     return row

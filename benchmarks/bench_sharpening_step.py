@@ -52,10 +52,10 @@ from PIL import Image  # noqa: E402
 
 from replication import paths, quiet_hub_progress  # noqa: E402
 from replication.methods import sharpening as sharpening_mod  # noqa: E402
-from replication.methods.common import ImageTextSource  # noqa: E402
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec  # noqa: E402
 from replication.models import T2IModel  # noqa: E402
 from replication.report import machine_info  # noqa: E402
+from replication.sources import ImageTextSource  # noqa: E402
 from replication.train import step_generator  # noqa: E402
 
 LR, GRAD_CLIP = 1e-5, 1.0  # as the released script's defaults (max_grad_norm 1.0); the value is irrelevant to timing
@@ -73,10 +73,9 @@ def load_model_and_reward(device):
             CLIPScore.load(clip, device),
             f"trained tiny models ({base.relative_to(paths.root())}, {clip.relative_to(paths.root())})",
         )
-    from replication.config import ClipArch
     from replication.models import TinyArch, build_tiny_sd, build_tokenizer
     from replication.rewards.base import ImagePreprocess
-    from replication.rewards.clip import build_tiny_clip
+    from replication.rewards.clip import ClipArch, build_tiny_clip
 
     arch, tok = ClipArch(), build_tokenizer()
     model = T2IModel(build_tiny_sd(TinyArch(), seed=0), device)

@@ -1,8 +1,9 @@
 """Reference replication of Diffusion-Sharpening (Tian et al., arXiv 2502.12146).
 
-Modules: world/ (the tiny synthetic world), data, models, diffusion (sampling math), rewards/,
-methods/ (sharpening and baselines), train (the one training loop), evaluate, stats, figures,
-report, config (params.yaml schema), stages (what each pipeline notebook calls).
+Floors, each importing only from those below it: paths, tensors, digests, stats -> config, world/, diffusion ->
+data, models, figures -> rewards/, feedback, evaluate -> sources, metrics, tables -> methods/ -> train, report ->
+recipes/ -> stages/ (one module per pipeline stage) -> pipeline (dvc.yaml's derived dependencies).
+This file imports nothing, so importing one module never runs the others.
 """
 
 

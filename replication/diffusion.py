@@ -238,6 +238,30 @@ def rollout(
     return Trajectory(torch.stack(ts), torch.stack(valids), torch.stack(xs), torch.stack(x0s), torch.stack(outs))
 
 
+@dataclass
+class Grid:
+    """The DDIM steps of a scheduler's inference grid: `timesteps` (T,), first step first, `stride` apart."""
+
+    timesteps: torch.Tensor
+    stride: int
+
+    def __len__(self) -> int:
+        return len(self.timesteps)
+
+    def steps(self, batch: int):
+        """(i, t, t_prev) for every step: t and t_prev are vectors of `batch` timesteps (one per sample), on the
+        grid's device; t_prev < 0 at the last step. The one loop every sampler runs over."""
+        for i, t in enumerate(self.timesteps):
+            t = t.expand(batch)
+            yield i, t, t - self.stride
+
+
+def ddim_grid(scheduler, num_steps: int, device=None) -> Grid:
+    """The scheduler's grid for `num_steps` DDIM steps, its timesteps on `device`."""
+    ts = inference_timesteps(scheduler, num_steps)
+    return Grid(ts if device is None else ts.to(device), stride(scheduler, num_steps))
+
+
 def sample(
     eps_fn: EpsFn,
     scheduler,
@@ -245,25 +269,11 @@ def sample(
     num_steps: int,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
-    start: int = 0,
-    callback: Callable[[int, torch.Tensor, Step], torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
-    """DDIM sampling on the scheduler's grid from `latents` (already scaled by init_noise_sigma).
-
-    `start` skips the first grid steps (for partial denoising); `callback(i, t, step)` may return
-    a replacement for the next latent (inference-time guidance uses this hook).
-    """
-    grid = inference_timesteps(scheduler, num_steps)
-    s = stride(scheduler, num_steps)
+    """DDIM sampling on the scheduler's grid from `latents` (already scaled by init_noise_sigma)."""
     x = latents
-    for i, t in enumerate(grid[start:], start):
-        tv = t.expand(x.shape[0]).to(x.device)
-        step = ddim_step(scheduler, eps_fn(x, tv), tv, x, tv - s, eta=eta, generator=generator)
-        x = step.prev
-        if callback is not None:
-            replaced = callback(i, tv, step)
-            if replaced is not None:
-                x = replaced
+    for _, t, t_prev in ddim_grid(scheduler, num_steps, x.device).steps(len(x)):
+        x = ddim_step(scheduler, eps_fn(x, t), t, x, t_prev, eta=eta, generator=generator).prev
     return x
 
 
@@ -310,14 +320,12 @@ def sample_with_log_probs(
     generator: torch.Generator | None = None,
 ) -> SampledTrajectory:
     """DDIM sampling with eta > 0 that records each latent and each transition's log-probability."""
-    grid = inference_timesteps(scheduler, num_steps).to(latents.device)
-    s = stride(scheduler, num_steps)
+    grid = ddim_grid(scheduler, num_steps, latents.device)
     xs, lps = [latents], []
     x = latents
-    for t in grid:
-        tv = t.expand(x.shape[0])
-        step = ddim_step(scheduler, eps_fn(x, tv), tv, x, tv - s, eta=eta, generator=generator)
+    for _, t, t_prev in grid.steps(len(x)):
+        step = ddim_step(scheduler, eps_fn(x, t), t, x, t_prev, eta=eta, generator=generator)
         lps.append(ddim_log_prob(step, step.prev))
         x = step.prev
         xs.append(x)
-    return SampledTrajectory(grid, torch.stack(xs), torch.stack(lps))
+    return SampledTrajectory(grid.timesteps, torch.stack(xs), torch.stack(lps))

@@ -9,14 +9,41 @@ different guidance scales per side (Pick-a-Pic pairs come from varied samplers);
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import data, paths
+from .models import T2IModel
+from .tensors import default_device, to_uint8
 from .world.rater import Rater, judge
+
+
+@dataclass
+class FeedbackParams:
+    """params.yaml: feedback. Judged pairs of base-model images: the Pick-a-Pic-role set and the reward pool."""
+
+    model: str = "models/base"
+    prompts: str = "rlhf_pool"
+    pickapic_prompts: int = 400  # one judged pair per prompt (Diffusion-DPO's data)
+    pool_prompts: int = 300  # the next prompts: images_per_prompt images each, every pair judged
+    images_per_prompt: int = 4
+    num_steps: int = 10  # DDIM steps of the feedback images (evaluation uses 50)
+    guidance_choices: tuple[float, ...] = (2.0, 3.5, 5.0, 7.5)  # drawn per image, as Pick-a-Pic's varied samplers
+    batch_size: int = 256
+    seed: int = 0
+    rater: Rater = field(default_factory=Rater)  # the simulated person judging them
+
+    def __post_init__(self):
+        if self.prompts not in data.PROMPT_SEEDS:
+            raise ValueError(
+                f"prompts must be a tiny-world prompt set ({', '.join(data.PROMPT_SEEDS)}): the simulated rater "
+                f"judges tiny-world images only, got {self.prompts!r}"
+            )
 
 
 @dataclass
@@ -87,8 +114,6 @@ def generate_images(
 ) -> np.ndarray:
     """uint8 images, one per (prompt, seed, guidance scale); images sharing a guidance scale are generated
     in one batched call (a sampler's guidance is one number)."""
-    from .evaluate import to_uint8
-
     guidance = np.asarray(guidance, dtype=np.float64)
     out = np.zeros((len(prompts), model.image_size, model.image_size, 3), dtype=np.uint8)
     from tqdm import tqdm
@@ -284,3 +309,75 @@ def agreement(utility_a, utility_b, choice) -> float:
         return float("nan")
     d = np.sign(ua[keep] - ub[keep])
     return round(float(((d == c[keep]) + 0.5 * (d == 0)).mean()), 4)
+
+
+# ----------------------------------------------------------------------------- reports
+def pairs_report(pairs: PreferencePairs) -> dict:
+    """Size, ties, how often side a won, and the noise ceiling of a judged pair set."""
+    ua, ub = judge(pairs.images_a, pairs.prompts).utility, judge(pairs.images_b, pairs.prompts).utility
+    return {
+        "pairs": len(pairs),
+        "ties": round(float((pairs.choice == 0).mean()), 4),
+        "a_preferred": round(float((pairs.choice > 0).mean()), 4),
+        "noise_ceiling": agreement(ua.numpy(), ub.numpy(), pairs.choice),
+    }
+
+
+def pool_report(pool: FeedbackPool) -> dict:
+    """Size, ties, noise ceiling, and the rater's alignment, quality and ratings of a feedback pool."""
+    view = judge(pool.images, [pool.prompts[g] for g in pool.group])
+    u = view.utility.numpy()
+    q = view.quality.numpy()
+    return {
+        "prompts": len(pool.prompts),
+        "images": len(pool),
+        "pairs": len(pool.pairs),
+        "ties": round(float((pool.choice == 0).mean()), 4),
+        "noise_ceiling": agreement(u[pool.pairs[:, 0]], u[pool.pairs[:, 1]], pool.choice),
+        "alignment_mean": round(float(view.alignment.mean()), 4),
+        "quality_mean": round(float(q.mean()), 4),
+        "rating_mean": round(float(pool.ratings.mean()), 4),
+        "rating_std": round(float(pool.ratings.std()), 4),
+        "rating_quality_corr": round(float(np.corrcoef(pool.ratings, q)[0, 1]), 4),
+    }
+
+
+# ----------------------------------------------------------------------------- the judged sets of the pipeline
+def judged_sets(f: FeedbackParams, show_progress: bool = True) -> tuple[PreferencePairs, FeedbackPool, dict]:
+    """The Pick-a-Pic-role pairs (the first `pickapic_prompts` prompts, one pair each) and the reward-training pool
+    (the next `pool_prompts` prompts, `images_per_prompt` images each) of f.model, judged by f.rater, and their report."""
+    rows = data.load_prompts(f.prompts)
+    need = f.pickapic_prompts + f.pool_prompts
+    if need > len(rows):
+        raise ValueError(
+            f"feedback.pickapic_prompts + feedback.pool_prompts = {need} exceeds the {len(rows)} prompts of {f.prompts}"
+        )
+    prompts = [r["prompt"] for r in rows]
+    model = T2IModel.from_pretrained(paths.model_source(f.model), device=default_device())
+    common = dict(num_steps=f.num_steps, guidance_choices=f.guidance_choices, rater=f.rater, batch_size=f.batch_size)
+    pick = generate_pairs(model, prompts[: f.pickapic_prompts], seed=f.seed, show_progress=show_progress, **common)
+    pool = generate_pool(
+        model,
+        prompts[f.pickapic_prompts : need],
+        seed=f.seed + 1,
+        k=f.images_per_prompt,
+        show_progress=show_progress,
+        **common,
+    )
+    report = {
+        "pickapic": pairs_report(pick),
+        "pool": pool_report(pool),
+        "rater": dataclasses.asdict(f.rater),
+        "num_steps": f.num_steps,
+        "guidance_choices": list(f.guidance_choices),
+    }
+    return pick, pool, report
+
+
+def empty_sets() -> tuple[PreferencePairs, FeedbackPool]:
+    """Judged sets with nothing in them (paper scale: the rater judges tiny-world images only)."""
+    no_images = np.zeros((0, 1, 1, 3), np.uint8)
+    return (
+        PreferencePairs([], no_images, no_images, []),
+        FeedbackPool([], 2, no_images, np.zeros(0), np.zeros((0, 2)), [], np.zeros(0)),
+    )

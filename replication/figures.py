@@ -7,6 +7,7 @@ a rerun with the same data gives byte-identical files.
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +18,15 @@ import numpy as np  # noqa: E402
 
 from . import paths  # noqa: E402
 from .stats import moving_average  # noqa: E402
+
+
+@dataclass
+class FiguresParams:
+    """params.yaml: figures."""
+
+    smoothing: int = 10  # moving-average window (steps) for training curves
+    dpi: int = 200
+
 
 COLORS = {"sft": "#1b6ca8", "rlhf": "#c0392b", "base": "#555555", "standard": "#e67e22", "other": "#27ae60"}
 
@@ -105,6 +115,20 @@ def loss_curve(runs: dict[str, Path], smoothing: int = 10, title: str | None = N
         ax.set_title(title)
     ax.legend(loc="upper right", frameon=False)
     return fig
+
+
+def training_curve(log: Path, smoothing: int = 10, reward: str | None = None):
+    """One run's curve as a notebook shows it: its training reward (mean +/- std) if it logs one, else its loss."""
+    if "reward_mean" in read_log(log):
+        return reward_curve({log.stem: log}, smoothing=smoothing, ylabel=f"training reward ({reward or 'its own'})")
+    return loss_curve({log.stem: log}, smoothing=smoothing)
+
+
+def inline(path: Path):
+    """A saved PNG for a notebook to show."""
+    from IPython.display import Image
+
+    return Image(filename=str(path))
 
 
 def image_grid(images, captions=None, ncols: int = 8, size: float = 1.1):

@@ -244,6 +244,51 @@ def load_pipeline(name_or_path: str | os.PathLike, revision: str | None = None, 
     return DiffusionPipeline.from_pretrained(str(name_or_path), revision=revision, **kw)
 
 
+# ----------------------------------------------------------------------------- LoRA
+@dataclass
+class LoraSpec:
+    """LoRA on the UNet's attention projections (peft); rank 0 means full fine-tuning. Saved merged."""
+
+    rank: int = 0
+    alpha: float = 0.0  # 0: alpha = rank (scale 1)
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+
+    def __post_init__(self):
+        if self.rank < 0:
+            raise ValueError(f"lora.rank must be >= 0 (0 = full fine-tuning), got {self.rank}")
+        self.targets = tuple(self.targets)
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0
+
+
+def add_lora(unet, spec: LoraSpec) -> None:
+    """Freeze the UNet and add trainable LoRA adapters (diffusers' peft integration)."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(
+        LoraConfig(
+            r=spec.rank,
+            lora_alpha=spec.alpha or spec.rank,
+            init_lora_weights="gaussian",
+            target_modules=list(spec.targets),
+        )
+    )
+
+
+def merged_unet(unet):
+    """A copy of a LoRA UNet with the adapters fused into the weights and removed: a plain
+    UNet2DConditionModel that `DiffusionPipeline.from_pretrained` loads like the base model's."""
+    import copy
+
+    out = copy.deepcopy(unet)
+    out.fuse_lora()
+    out.unload_lora()
+    return out
+
+
 # ----------------------------------------------------------------------------- the adapter
 @dataclass
 class Cond:

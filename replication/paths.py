@@ -38,6 +38,11 @@ def train_logs() -> Path:
     return results() / "train"
 
 
+def generated() -> Path:
+    """Data sets a stage generates and others read (DVC-cached outputs: judged pairs, sweep images)."""
+    return root() / "generated"
+
+
 def figures() -> Path:
     return root() / "paper_figures"
 
@@ -58,6 +63,11 @@ def resolve(p: str | os.PathLike) -> Path:
     return p if p.is_absolute() else root() / p
 
 
+def model_source(name: str) -> str | Path:
+    """A params.yaml model reference: a repository folder (models/..., ./..., /...) or a hub id."""
+    return resolve(name) if name.startswith(("models", ".", "/")) else name
+
+
 def display(p: str | os.PathLike) -> str:
     """A path as result files record it: relative to the repository root when inside it (results are committed
     and must not depend on where the repository was cloned), else as given."""
@@ -66,3 +76,12 @@ def display(p: str | os.PathLike) -> str:
         return p.resolve().relative_to(root()).as_posix()
     except ValueError:
         return str(p)
+
+
+def write_json(path: Path, obj) -> Path:
+    """A result file: sorted keys, two-space indent, a final newline (stable bytes for git and DVC)."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return path

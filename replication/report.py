@@ -1,148 +1,24 @@
-"""Tables and inline figures the notebooks show (pandas DataFrames, matplotlib figures)."""
+"""The README's results block, the verdicts on the paper's claims, and the compute report, all rendered from the
+committed result files (results/*.json, results/train/*.csv).
+
+    python -m replication.report readme    rewrite README.md's results block from results/
+    python -m replication.report compute   write results/compute.json from executed/ (after dvc repro)
+"""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import data, evaluate, figures, paths
-from .config import Params
-
-
-def _ci(d: dict, digits: int = 4) -> str:
-    return f"{d['mean']:.{digits}f} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
-
-
-def base_model_table(report: dict) -> pd.DataFrame:
-    """Parser scores of the base model per CompBench-like category, with chance and the ceiling."""
-    rows = {cat: v for cat, v in report.get("categories", {}).items()}
-    df = pd.DataFrame(rows).T.reindex(columns=["seen", "heldout", "all", "chance"])
-    df.loc["overall"] = [None, None, report["overall"]["score"], report["overall"]["chance"]]
-    df.attrs["ceiling"] = report.get("ceiling")
-    return df
-
-
-def clip_table(report: dict) -> pd.DataFrame:
-    out = {}
-    for role, r in report.items():
-        ret = r.get("retrieval_heldout")
-        if ret:
-            out[role] = {
-                "image->text top-1": ret["image_to_text_top1"],
-                "text->image top-1": ret["text_to_image_top1"],
-                "chance": ret["chance"],
-                "train pairs": r["train_pairs"],
-            }
-        else:
-            out[role] = {"source": r.get("source")}
-    return pd.DataFrame(out).T
-
-
-def eval_table(res: dict) -> pd.DataFrame:
-    base = next(iter(res["systems"]))
-    diffs = res.get(f"vs_{base}", {})
-    rows = {}
-    for name, r in res["systems"].items():
-        rows[name] = {
-            "CLIP score (95% CI)": _ci(r["clip"]),
-            "NFE / image": r["nfe_per_image"],
-            "paired difference (95% CI)": f"{name} - {base}: {_ci(diffs[name])}" if name in diffs else "",
-        }
-    for pair, d in res.get("paired", {}).items():
-        rows[pair] = {"CLIP score (95% CI)": "", "NFE / image": "", "paired difference (95% CI)": f"{pair}: {_ci(d)}"}
-    return pd.DataFrame(rows).T
-
-
-def training_curve(run: str, p: Params):
-    """The reward curve of one training run (its loss if it logs no reward), inline; paper figures are made by
-    the figure stages."""
-    log = paths.train_logs() / f"{run}.csv"
-    if "reward_mean" in figures.read_log(log):
-        reward = getattr(getattr(p, run, None), "reward", None) or "the rater's utility"
-        return figures.reward_curve({run: log}, smoothing=p.figures.smoothing, ylabel=f"training reward ({reward})")
-    return figures.loss_curve({run: log}, smoothing=p.figures.smoothing)
-
-
-def sample_figure(p: Params, model_dir: str, n: int = 16, prompt_set: str = "drawbench"):
-    """Images of the first n prompts of a set (cached generation, fixed seeds)."""
-    rows = data.load_prompts(prompt_set)[:n]
-    prompts = [r["prompt"] for r in rows]
-    images, _ = evaluate.generate_cached(
-        paths.resolve(model_dir), prompts, evaluate.seeds_for(n, 0), p.evaluate.generation
-    )
-    return figures.image_grid(images, prompts)
-
-
-__all__ = ["base_model_table", "clip_table", "eval_table", "training_curve", "sample_figure", "plt"]
-
-
-def feedback_table(report: dict) -> pd.DataFrame:
-    """The judged sets of stage feedback: sizes, ties, noise ceiling."""
-    rows = {
-        name: {k: v for k, v in r.items() if not isinstance(v, dict)}
-        for name, r in report.items()
-        if isinstance(r, dict) and name in ("pickapic", "pool")
-    }
-    return pd.DataFrame(rows).T
-
-
-def rewards_table(report: dict) -> pd.DataFrame:
-    """Held-out accuracy of every learned reward next to its baseline (and the rater's noise ceiling)."""
-    rows = {}
-    for name, r in report.items():
-        if "source" in r:
-            rows[name] = {"source": r["source"]}
-            continue
-        for test, res in r.items():
-            if not (isinstance(res, dict) and test.startswith("heldout")):
-                continue
-            row = {}
-            for who, v in res.items():
-                if isinstance(v, dict):
-                    row[who] = v.get("accuracy", v.get("pearson"))
-                    if "n" in v:
-                        row["n"] = v["n"]
-                else:
-                    row[who] = v
-            rows[f"{name}: {test}"] = row
-    return pd.DataFrame(rows).T
-
-
-def metrics_table(res: dict) -> pd.DataFrame:
-    """Every Table-1 column of one pipeline with its CI and the model that scored it."""
-    rows = {
-        col: {"mean (95% CI)": _ci(v), "n": v["n"], "evaluator": res.get("evaluators", {}).get(col, "")}
-        for col, v in res["columns"].items()
-    }
-    return pd.DataFrame(rows).T
-
-
-def nfe_table(res: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Stage nfe_sweep: every method and budget (counted NFEs, verifier score, metric columns with CIs and the
-    paired difference vs the base model), then the sharpened models at the base cost."""
-    columns = columns or tuple(res.get("settings", {}).get("columns", ("clip",)))
-    rows = {}
-
-    def row(r: dict) -> dict:
-        out = {"NFE / image": round(r["nfe_per_image"], 1), "verifier": _ci(r["verifier"], 2)}
-        for c in columns:
-            if c in r["columns"]:
-                out[c] = _ci(r["columns"][c])
-                if "vs_base" in r:
-                    out[f"{c} - base"] = _ci(r["vs_base"][c])
-        return out
-
-    rows["Base model"] = row(res["base"])
-    for name, m in res["methods"].items():
-        for q in m["points"]:
-            rows[f"{m['label']} x{q['budget_multiple']:g}"] = {
-                **row(q),
-                "verifier calls / image": round(q["verifier_images_per_image"], 1),
-            }
-    for name, r in res["sharpened"].items():
-        rows[r["label"]] = row(r)
-    return pd.DataFrame(rows).T
-
+from . import paths
+from .tables import (
+    base_model_table,
+    clip_table,
+    compute_table,
+    eval_table,
+    nfe_table,
+    reward_summary,
+    training_table,
+)
 
 # ----------------------------------------------------------------------------- README results block
 # The README's results section is rendered from the committed result files by `python -m replication.report readme`
@@ -362,7 +238,7 @@ def claims() -> list[str]:
             f"largest budget for {len(rising)} of {len(sweep['methods'])} methods; the best is "
             f"{best[1]} at {best[2]:.0f} NFE with {best[0]:.3f} (base model {sweep['base']['columns']['clip']['mean']:.3f})."
         )
-        for name, r in sweep.get("sharpened", {}).items():
+        for r in sweep.get("sharpened", {}).values():
             v, d = r["columns"]["clip"], r["vs_base"]["clip"]
             above = v["mean"] > best[0]
             out.append(
@@ -382,65 +258,6 @@ def claims() -> list[str]:
             f"{base['overall']['exact_share']:.0%} of prompts."
         )
     return out
-
-
-def reward_summary(rew: dict) -> pd.DataFrame:
-    """One row per held-out test of a learned reward: the model, its starting point, the ceiling."""
-    rows = {}
-    for name, r in rew.items():
-        if "source" in r:
-            rows[name] = {"test": "released checkpoint", "model": r["source"]}
-            continue
-        for test, res in r.items():
-            if not (isinstance(res, dict) and test.startswith("heldout")):
-                continue
-            if "vs_noiseless_rating" in res:
-                v = res["vs_noiseless_rating"]
-                rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "n": v["n"]}
-                continue
-            start = next(k for k in res if k not in ("model", "noise_ceiling"))
-            rows[f"{name}: {test}"] = {
-                "test": test,
-                "model": res["model"]["accuracy"],
-                "starting CLIP": res[start]["accuracy"],
-                "noise ceiling": res.get("noise_ceiling"),
-                "n": res["model"]["n"],
-            }
-    return pd.DataFrame(rows).T.reindex(columns=["test", "model", "starting CLIP", "noise ceiling", "n"])
-
-
-def training_table() -> pd.DataFrame | None:
-    """Per fine-tuning run: steps, training NFEs, and the training reward at the start and at the end."""
-    import csv
-
-    runs = [
-        "sft_sharpening",
-        "rlhf_sharpening",
-        "standard_finetune",
-        "diffusion_dpo",
-        "ddpo",
-        "d3po",
-        "iterpo",
-        "draft",
-    ]
-    rows = {}
-    for name in runs:
-        path = paths.train_logs() / f"{name}.csv"
-        if not path.exists():
-            continue
-        with path.open() as f:
-            log = list(csv.DictReader(f))
-        k = max(1, len(log) // 10)
-        row = {
-            "steps": len(log),
-            "train NFE / step": round(sum(float(r["nfe"]) for r in log) / len(log)),
-            "final loss (last 10%)": round(sum(float(r["loss"]) for r in log[-k:]) / k, 4),
-        }
-        if "reward_mean" in log[0]:
-            row["reward, first 10%"] = round(sum(float(r["reward_mean"]) for r in log[:k]) / k, 3)
-            row["reward, last 10%"] = round(sum(float(r["reward_mean"]) for r in log[-k:]) / k, 3)
-        rows[name] = row
-    return pd.DataFrame(rows).T if rows else None
 
 
 # ----------------------------------------------------------------------------- compute used by the last run
@@ -498,18 +315,6 @@ def machine_info(device=None) -> dict:
     }
 
 
-def compute_table(comp: dict) -> pd.DataFrame:
-    rows = {
-        name: {
-            "minutes": round(comp["stages"][name] / 60, 1),
-            "share": f"{comp['stages'][name] / comp['total_seconds']:.0%}",
-        }
-        for name in comp.get("order", comp["stages"])
-    }
-    rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
-    return pd.DataFrame(rows).T
-
-
 def update_readme(path=None) -> bool:
     """Rewrite the README's results block; True if it changed."""
     path = path or paths.root() / "README.md"
@@ -530,10 +335,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["readme"]:
         print("README.md: results block " + ("updated" if update_readme() else "already current"))
     elif sys.argv[1:] == ["compute"]:
-        from .stages.common import write_json
-
         comp = compute_report()
-        write_json(paths.results() / "compute.json", comp)
+        paths.write_json(paths.results() / "compute.json", comp)
         print(f"results/compute.json: {comp['total_seconds'] / 60:.1f} minutes over {len(comp['stages'])} stages")
     else:
         print(

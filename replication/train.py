@@ -21,7 +21,7 @@ scheduler, method state and log restored) ends with the same weights as an unint
 A checkpoint is written to a temporary folder and renamed when complete, so a process killed while
 writing one (SIGKILL, out of memory) leaves the previous checkpoint intact. Checkpoints
 live under `.checkpoints/<run>/`, outside the stage's DVC outputs, so `dvc repro` after a crash
-resumes instead of starting over; a checkpoint made with other parameters or other code (`source_digest`)
+resumes instead of starting over; a checkpoint made with other parameters or other code (`digests.source_digest`)
 is discarded. A
 finished run keeps its result in `.checkpoints/<run>/final/` (hard-linked into `out_dir`), so a
 stage that fails after training reruns without training again.
@@ -36,14 +36,41 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from tqdm import tqdm
 
-from .config import TrainParams
+from . import paths
+from .digests import source_digest
+
+# what every trained result depends on beyond the method's own classes: this loop, the sampling math, the pipeline
+CORE_MODULES = ("replication.train", "replication.diffusion", "replication.models")
+
+
+@dataclass
+class TrainParams:
+    """The one training loop's settings (params.yaml: the `train` entry of every training section)."""
+
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 1e-4
+    lr_warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"  # cosine: decay to lr_min_ratio * lr at the last step
+    lr_min_ratio: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    grad_accum: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 50
+    log_every: int = 1
+    seed: int = 0
 
 
 class Method(Protocol):
@@ -82,59 +109,18 @@ def lr_factor(cfg: TrainParams, s: int) -> float:
     return cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def file_digest(*files: Path) -> str:
-    """md5 over files (e.g. the weights a fine-tuning run starts from), for checkpoint fingerprints."""
-    h = hashlib.md5()
-    for f in files:
-        for p in sorted(Path(f).rglob("*")) if Path(f).is_dir() else [Path(f)]:
-            if p.is_file() and p.suffix in (".safetensors", ".json", ".bin", ".txt"):
-                h.update(p.name.encode())
-                h.update(hashlib.md5(p.read_bytes()).digest())
-    return h.hexdigest()
-
-
-CORE_MODULES = ("replication.train", "replication.diffusion", "replication.models")
-
-
-def source_digest(*objs) -> str:
-    """md5 over the source files that define `objs` (classes, instances or module names) and every class
-    they inherit from inside this package, plus the core modules every result depends on (the training loop,
-    the sampling math, the pipeline wrapper). It goes into every cache key and checkpoint fingerprint, so a
-    result made by older code is never reused after the code changed (DVC reruns the stage; without this the
-    stage would republish the stale result)."""
-    import importlib
-    import inspect
-
-    files: set[str] = set()
-    for name in CORE_MODULES:
-        files.add(inspect.getsourcefile(importlib.import_module(name)))
-    for obj in objs:
-        if isinstance(obj, str):
-            files.add(inspect.getsourcefile(importlib.import_module(obj)))
-            continue
-        cls = obj if isinstance(obj, type) else type(obj)
-        for c in cls.__mro__:
-            if c.__module__.split(".")[0] == "replication":
-                files.add(inspect.getsourcefile(c))
-    h = hashlib.md5()
-    for f in sorted(files):
-        h.update(Path(f).name.encode())
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()
-
-
 def _fingerprint(method: Method, cfg: TrainParams) -> str:
     relevant = {k: v for k, v in asdict(cfg).items() if k not in ("checkpoint_every", "log_every")}
-    code = source_digest(method, *(r for r in (getattr(method, "reward", None),) if r is not None))
+    reward = getattr(method, "reward", None)
+    code = source_digest(method, *([reward] if reward is not None else []), *CORE_MODULES)
     blob = json.dumps({"method": method.fingerprint(), "train": relevant, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainParams) -> torch.optim.AdamW:
     """AdamW with the configured betas, eps and weight decay, as the fused kernel where every parameter allows it
-    (float tensors on CPU or CUDA). The fused kernel updates all parameters in one call instead of a Python loop over
-    them: for the tiny model's 360 tensors an optimiser step drops from about 14 ms to 3 ms on 2 CPU cores, which is
-    6-10% of a base-model or CLIP training step. Same update rule; rounding differs in the last bits."""
+    (float tensors on CPU or CUDA): it updates all parameters in one call instead of a Python loop over them, which
+    matters for small models with many tensors. Same update rule; rounding differs in the last bits."""
     fused = all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
     return torch.optim.AdamW(
         params,
@@ -346,3 +332,27 @@ def _publish(final: Path, out_dir: Path | None) -> None:
     except OSError:  # another filesystem: copy
         shutil.rmtree(out_dir, ignore_errors=True)
         shutil.copytree(final, out_dir)
+
+
+# ----------------------------------------------------------------------------- the pipeline's conventions
+def train_named(name: str, method: Method, cfg: TrainParams, show_progress: bool = True, publish: bool = True) -> dict:
+    """`train` with the pipeline's places for run `name`: checkpoints under .checkpoints/<name>, the metrics log at
+    results/train/<name>.csv, the result at models/<name> (unless publish=False); the returned summary adds the
+    log's training NFEs and first/last logged reward."""
+    log = paths.train_logs() / f"{name}.csv"
+    out = paths.models() / name if publish else None
+    fit = train(method, cfg, paths.checkpoints() / name, log, out_dir=out, show_progress=show_progress)
+    return {**fit, **log_summary(log)}
+
+
+def log_summary(log: Path) -> dict:
+    """Training NFEs in total and per step, and the first/last logged reward, from a metrics CSV."""
+    with log.open() as f:
+        rows = list(csv.DictReader(f))
+    out = {"logged_steps": len(rows)}
+    if rows and "nfe" in rows[0]:
+        out["train_nfe"] = sum(float(r["nfe"]) for r in rows)
+        out["nfe_per_step"] = out["train_nfe"] / max(1, len(rows))
+    if rows and "reward_mean" in rows[0]:
+        out["reward_first"], out["reward_last"] = float(rows[0]["reward_mean"]), float(rows[-1]["reward_mean"])
+    return out

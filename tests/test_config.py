@@ -14,6 +14,12 @@ import yaml
 
 from replication import config
 from replication.config import ConfigError
+from replication.stages.__main__ import schemas, stage_module
+
+
+def load_all(path=None, profile=None, overrides=None) -> config.Params:
+    """Every section any stage reads (what `python -m replication.stages check` validates)."""
+    return config.load(schemas(), profile, overrides, path)
 
 
 @pytest.fixture
@@ -30,7 +36,7 @@ def write_params(tmp_path: Path, raw: dict | str) -> Path:
 # ----------------------------------------------------------------------------- the repository's params
 @pytest.mark.parametrize("profile", config.PROFILES)
 def test_repository_params_load(repo_root, profile):
-    p = config.load(repo_root / "params.yaml", profile=profile)
+    p = load_all(repo_root / "params.yaml", profile=profile)
     assert p.profile == profile
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     # the file's values arrive (checked on keys no profile overrides)
@@ -42,7 +48,7 @@ def test_repository_params_load(repo_root, profile):
     over = (raw.get("profiles") or {}).get(profile) or {}
     steps = over.get("sft_sharpening", {}).get("train", {}).get("steps", raw["sft_sharpening"]["train"]["steps"])
     assert p.sft_sharpening.train.steps == steps
-    assert config.load(repo_root / "params.yaml").profile == raw["profile"]
+    assert load_all(repo_root / "params.yaml").profile == raw["profile"]
 
 
 def leaves(d: dict, prefix: tuple = ()):
@@ -68,9 +74,9 @@ def test_every_leaf_arrives_merged(repo_root, profile):
     """Each value of params.yaml reaches the loaded Params; the profile's values win where it has them."""
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     over = dict(leaves((raw.get("profiles") or {}).get(profile) or {}))
-    p = config.load(repo_root / "params.yaml", profile=profile)
+    p = load_all(repo_root / "params.yaml", profile=profile)
     n_base = n_over = 0
-    for path, v in leaves({k: raw[k] for k in config.SECTIONS}):
+    for path, v in leaves({k: raw[k] for k in raw if k not in ("profile", "profiles")}):
         want = over.get(path, v)
         assert get(p, path) == norm(want), (profile, ".".join(path))
         n_base += path not in over
@@ -81,16 +87,16 @@ def test_every_leaf_arrives_merged(repo_root, profile):
 
 
 def test_profile_specific_values(repo_root):
-    sdxl = config.load(repo_root / "params.yaml", profile="sdxl")
+    sdxl = load_all(repo_root / "params.yaml", profile="sdxl")
     assert sdxl.base_model.source != "tiny"  # paper scale materialises a hub model
-    tiny = config.load(repo_root / "params.yaml", profile="tiny")
+    tiny = load_all(repo_root / "params.yaml", profile="tiny")
     assert tiny.base_model.source == "tiny" and tiny.sft_sharpening.train.mixed_precision == "no"
 
 
 # ----------------------------------------------------------------------------- errors
 def error_of(**kw) -> str:
     with pytest.raises(ConfigError) as e:
-        config.load(**kw)
+        load_all(**kw)
     return str(e.value)
 
 
@@ -197,8 +203,8 @@ def test_profile_overrides_merge_key_by_key(repo_root):
     raw = yaml.safe_load((repo_root / "params.yaml").read_text())
     over = raw["profiles"]["smoke"]["clip"]["evaluator"]["train"]
     assert set(over) == {"steps", "batch_size", "checkpoint_every"}  # the override touches only these
-    tiny = config.load(repo_root / "params.yaml", profile="tiny")
-    smoke = config.load(repo_root / "params.yaml", profile="smoke")
+    tiny = load_all(repo_root / "params.yaml", profile="tiny")
+    smoke = load_all(repo_root / "params.yaml", profile="smoke")
     ev = smoke.clip.evaluator
     assert (ev.train.steps, ev.train.batch_size, ev.train.checkpoint_every) == (
         over["steps"],
@@ -220,11 +226,11 @@ def test_profile_overrides_merge_key_by_key(repo_root):
 
 
 def test_overrides_apply_last(repo_root):
-    p = config.load(
+    p = load_all(
         repo_root / "params.yaml", profile="smoke", overrides={"sft_sharpening": {"n": 5, "train": {"steps": 2}}}
     )
     assert p.sft_sharpening.n == 5 and p.sft_sharpening.train.steps == 2
-    smoke = config.load(repo_root / "params.yaml", profile="smoke")
+    smoke = load_all(repo_root / "params.yaml", profile="smoke")
     assert p.sft_sharpening.train.batch_size == smoke.sft_sharpening.train.batch_size  # merged under it
     assert p.sft_sharpening.m == 3
 
@@ -236,7 +242,7 @@ def test_yaml_exponent_without_dot_is_a_float(tmp_path, params_text):
     assert text.count("1e-4") == 1 and "kl_weight: 1e-6" in text
     raw = yaml.safe_load(text)
     assert raw["sft_sharpening"]["train"]["lr"] == "1e-4"  # PyYAML reads it as a string
-    p = config.load(write_params(tmp_path, text), profile="tiny")
+    p = load_all(write_params(tmp_path, text), profile="tiny")
     assert isinstance(p.sft_sharpening.train.lr, float) and p.sft_sharpening.train.lr == 1e-4
     assert p.base_model.vae.kl_weight == 1e-6
 
@@ -257,8 +263,8 @@ def test_set_profile_rewrites_only_the_profile_line(tmp_path, params_text):
         == sum(line.lstrip().startswith("#") for line in old_lines)
         > 0
     )
-    assert config.load(p).profile == "smoke"
-    assert config.load(p) == config.load(p, profile="smoke")
+    assert load_all(p).profile == "smoke"
+    assert load_all(p) == load_all(p, profile="smoke")
     config.set_profile("tiny", p)
     assert p.read_text() == params_text
 
@@ -283,7 +289,7 @@ def test_set_profile_rejects_unknown(tmp_path, params_text):
 def test_cli_check(repo_root):
     env = {**os.environ, "REPLICATION_ROOT": str(repo_root)}
     r = subprocess.run(
-        [sys.executable, "-m", "replication.config", "check"],
+        [sys.executable, "-m", "replication.stages", "check"],
         cwd=repo_root,
         env=env,
         capture_output=True,
@@ -294,40 +300,60 @@ def test_cli_check(repo_root):
     assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)
 
 
-def test_every_fine_tuning_stage_offers_lora(repo_root, monkeypatch):
-    """Each fine-tuning section has a `lora` entry, and its stage builder hands it to the method."""
+FINETUNE = (
+    "sft_sharpening",
+    "rlhf_sharpening",
+    "standard_finetune",
+    "diffusion_dpo",
+    "ddpo",
+    "d3po",
+    "iterpo",
+    "draft",
+)
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_fine_tuning_sections_embed_the_methods_spec_and_hand_it_over(repo_root, monkeypatch, name):
+    """A fine-tuning section is its method's spec dataclass plus run settings (each setting declared once), and
+    the stage builder hands the section itself to the method as its spec, with the section's LoRA settings."""
     import dataclasses
+    import inspect
     from types import SimpleNamespace
 
-    from replication.stages import finetune, spine
+    mod = stage_module(name)
+    section = mod.params.sections[name]
+    method_cls = getattr(mod, inspect.signature(mod.build).return_annotation)
+    spec_type = inspect.signature(method_cls).parameters.get("spec")
+    if spec_type is not None:  # standard fine-tuning has no method spec
+        spec_cls = getattr(inspect.getmodule(method_cls), str(spec_type.annotation).split(" | ")[0])
+        assert issubclass(section, spec_cls), f"{name}: its section does not embed {spec_cls.__name__}"
+        own = {f.name for f in dataclasses.fields(spec_cls)}
+        assert own <= {f.name for f in dataclasses.fields(section)}
+    p = mod.params("tiny", {name: {"lora": {"rank": 4}}})
+    seen = {}
 
-    p = config.load(repo_root / "params.yaml", profile="tiny")
-    p = dataclasses.replace(p, diffusion_dpo=dataclasses.replace(p.diffusion_dpo, pairs="params.yaml"))
-    seen = []
+    def spy(*args, **kwargs):
+        seen.update(args=args, kwargs=kwargs)
+        return "built"
 
-    def spy(sec):
-        seen.append(sec)
-        raise StopIteration  # stop before the method is built
-
-    for mod in (finetune, spine):
-        monkeypatch.setattr(mod, "lora_spec", spy)
-        monkeypatch.setattr(mod, "load_model", lambda sec: (SimpleNamespace(image_size=32), {}))
-        monkeypatch.setattr(mod, "load_reward", lambda *a, **k: None)
-        monkeypatch.setattr(mod, "image_text_source", lambda *a, **k: None)
-    monkeypatch.setattr(finetune, "prompt_source", lambda *a, **k: None)
-    monkeypatch.setattr(finetune, "PairSource", lambda *a, **k: None)
-    monkeypatch.setattr(finetune, "PreferencePairs", SimpleNamespace(load=lambda path: None))
-    builders = {"sft_sharpening": spine.build_sft_sharpening, **finetune.BUILDERS}
-    for name, build in builders.items():
-        sec = getattr(p, name)
-        assert sec.lora.rank == 0, name  # full fine-tuning by default, as the paper
-        with pytest.raises(StopIteration):
-            build(p)
-        assert seen and seen[-1] is sec, f"{name}: its builder does not pass {name}.lora to the method"
+    monkeypatch.setattr(mod, method_cls.__name__, spy)
+    monkeypatch.setattr(mod, "load_model", lambda sec: (SimpleNamespace(image_size=32), {}))
+    for helper in ("image_text_source", "prompt_source", "pair_source", "file_digest"):
+        if hasattr(mod, helper):
+            monkeypatch.setattr(mod, helper, lambda *a, **k: None)
+    if hasattr(mod, "registry"):
+        monkeypatch.setattr(
+            mod, "registry", SimpleNamespace(load_reward=lambda *a, **k: None, fingerprint=lambda s: {})
+        )
+    assert mod.build(p) == "built"
+    sec = getattr(p, name)
+    assert seen["kwargs"]["lora"] is sec.lora and sec.lora.rank == 4, f"{name}: its builder drops {name}.lora"
+    if spec_type is not None:
+        assert any(a is sec for a in seen["args"]), f"{name}: the section is not the method's spec"
 
 
 def test_value_checks_name_the_section_and_the_fix(repo_root):
     with pytest.raises(ConfigError, match=r"'evaluate'.*limit is 1.*at least 2 prompts"):
-        config.load(repo_root / "params.yaml", profile="tiny", overrides={"evaluate": {"limit": 1}})
-    assert config.load(repo_root / "params.yaml", profile="smoke").evaluate.limit == 48
-    assert config.load(repo_root / "params.yaml", profile="tiny").evaluate.limit is None
+        load_all(repo_root / "params.yaml", profile="tiny", overrides={"evaluate": {"limit": 1}})
+    assert load_all(repo_root / "params.yaml", profile="smoke").evaluate.limit == 48
+    assert load_all(repo_root / "params.yaml", profile="tiny").evaluate.limit is None

@@ -364,32 +364,24 @@ def test_sample_reproduces_stock_sd_pipeline(micro_sd, guidance):
     assert not torch.allclose(ours, latents, atol=1e-2)
 
 
-def test_sample_start_and_callback():
+def test_ddim_grid_is_the_schedulers_grid_per_sample():
+    """The one grid loop every sampler runs: the scheduler's own timesteps, one per sample, t_prev a stride below."""
+    sched = make_scheduler()
+    grid = D.ddim_grid(sched, 5)
+    assert len(grid) == 5 and grid.stride == 200
+    steps = [(i, t.tolist(), t_prev.tolist()) for i, t, t_prev in grid.steps(2)]
+    assert steps == [(i, [t, t], [t - 200, t - 200]) for i, t in enumerate([801, 601, 401, 201, 1])]
+    assert steps[-1][2][0] < 0  # the last step goes to the end (final alpha-bar)
+
+
+def test_sample_lands_on_point_mass_data():
     sched = make_scheduler(set_alpha_to_one=True)  # the last step lands exactly on alpha-bar = 1
     x_star = rand(1, 4, 8, 8, seed=2)
     fn = Counting(point_mass_output(sched, x_star))
     x = rand(2, 4, 8, 8, seed=3)
     # point-mass data: the deterministic sampler lands on x* whatever the start
     torch.testing.assert_close(D.sample(fn, sched, x, 5), x_star.expand_as(x), atol=1e-5, rtol=0)
-    torch.testing.assert_close(D.sample(fn, sched, x, 5, start=3), x_star.expand_as(x), atol=1e-5, rtol=0)
-
-    sched = make_scheduler()
-    net = torch.nn.Conv2d(4, 4, 3, padding=1)
-    fn = Counting(lambda xx, tt: net(xx))
-    seen = []
-    ones = torch.ones_like(x)
-
-    def cb(i, t, step):
-        seen.append((i, t.tolist()))
-        return ones if i == 3 else None
-
-    with torch.no_grad():
-        out = D.sample(fn, sched, x, 5, start=2, callback=cb)
-        assert seen == [(2, [401, 401]), (3, [201, 201]), (4, [1, 1])]
-        assert fn.calls == 3
-        # the replacement returned after step 3 is what step 4 starts from
-        want = D.ddim_step(sched, net(ones), 1, ones, 1 - 200).prev
-    torch.testing.assert_close(out, want)
+    assert fn.calls == 5
 
 
 # ----------------------------------------------------------------------------- NFE accounting

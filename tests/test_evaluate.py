@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from replication import evaluate
-from replication.config import ClipArch, GenerationParams
+from replication import evaluate, metrics
+from replication.evaluate import GenerationParams
 from replication.models import build_tokenizer
 from replication.rewards.aesthetic import AestheticScore
 from replication.rewards.base import ImagePreprocess
-from replication.rewards.clip import build_tiny_clip
-from replication.rewards.fusion import PreferenceHead
+from replication.rewards.clip import ClipArch, build_tiny_clip
+from replication.rewards.parts import PreferenceHead
 from replication.rewards.preference import build_clip_preference
 
 
@@ -34,17 +34,17 @@ def evaluators(tmp_path_factory):
 
 
 def test_rows_and_columns():
-    rows = evaluate.select_rows("table1", per_category=1, drawbench_limit=3)
+    rows = metrics.select_rows("table1", per_category=1, drawbench_limit=3)
     sets = [r["set"] for r in rows]
     assert sets[:3] == ["drawbench"] * 3 and sets.count("compbench") == 13  # 7 categories, shape has no held-out split
-    assert evaluate.applies("clip", rows).sum() == 3 and evaluate.applies("color", rows).sum() == 2
-    assert set(evaluate.EVALUATORS) == set(evaluate.COLUMNS)
+    assert metrics.applies("clip", rows).sum() == 3 and metrics.applies("color", rows).sum() == 2
+    assert set(metrics.EVALUATORS) == set(metrics.COLUMNS)
     with pytest.raises(KeyError, match="table1"):
-        evaluate.select_rows("everything")
+        metrics.select_rows("everything")
 
 
 def test_suite_scores_every_column_where_it_applies(micro_sd_dir, evaluators):
-    rows = evaluate.select_rows("table1", per_category=1, drawbench_limit=3)
+    rows = metrics.select_rows("table1", per_category=1, drawbench_limit=3)
     g = GenerationParams(num_steps=2, guidance_scale=5.0, batch_size=64)
     images, nfe = evaluate.generate_rows(micro_sd_dir, rows, g, seed=0)
     assert images.shape == (16, 32, 32, 3) and nfe == 4
@@ -53,22 +53,22 @@ def test_suite_scores_every_column_where_it_applies(micro_sd_dir, evaluators):
         micro_sd_dir, [rows[i]["prompt"] for i in comp], evaluate.seeds_for(len(comp), 0), g
     )
     assert np.array_equal(cached, images[comp]), "each prompt set keeps its own seeds (shared cache)"
-    with evaluate.MetricSuite.load(evaluate.COLUMNS, sources=evaluators) as suite:
+    with metrics.MetricSuite.load(metrics.COLUMNS, sources=evaluators) as suite:
         per_image = suite.score(images, rows)
-    for col in evaluate.COLUMNS:
-        mask = evaluate.applies(col, rows)
+    for col in metrics.COLUMNS:
+        mask = metrics.applies(col, rows)
         assert np.isfinite(per_image[col][mask]).all() and np.isnan(per_image[col][~mask]).all(), col
     assert np.array_equal(
-        per_image["color"][evaluate.applies("color", rows)],
+        per_image["color"][metrics.applies("color", rows)],
         evaluate.parser_scores(
-            images[evaluate.applies("color", rows)],
-            [r["spec"] for r, m in zip(rows, evaluate.applies("color", rows)) if m],
+            images[metrics.applies("color", rows)],
+            [r["spec"] for r, m in zip(rows, metrics.applies("color", rows)) if m],
         ),
     )
-    mllm = per_image["mllm"][evaluate.applies("mllm", rows)]
+    mllm = per_image["mllm"][metrics.applies("mllm", rows)]
     assert ((0 <= mllm) & (mllm <= 1)).all()
-    summary = evaluate.summarise_columns(per_image, n_boot=100)
-    assert set(summary) == set(evaluate.COLUMNS)
+    summary = metrics.summarise_columns(per_image, n_boot=100)
+    assert set(summary) == set(metrics.COLUMNS)
     assert all(v["ci_low"] <= v["mean"] <= v["ci_high"] for v in summary.values())
 
 
@@ -77,7 +77,7 @@ def test_cli_writes_json_with_confidence_intervals(micro_sd_dir, evaluators, tmp
     cmd = [
         sys.executable,
         "-m",
-        "replication.evaluate",
+        "replication.metrics",
         "--pipeline",
         str(micro_sd_dir),
         "--prompts",
@@ -109,9 +109,9 @@ def test_cli_writes_json_with_confidence_intervals(micro_sd_dir, evaluators, tmp
 
 def test_cli_errors_name_the_fix(micro_sd_dir, tmp_path, capsys):
     out = str(tmp_path / "x.json")
-    assert evaluate.main(["--pipeline", str(micro_sd_dir), "--out", out, "--columns", "beauty"]) == 2
+    assert metrics.main(["--pipeline", str(micro_sd_dir), "--out", out, "--columns", "beauty"]) == 2
     assert "unknown column" in capsys.readouterr().err
-    assert evaluate.main(["--pipeline", str(tmp_path), "--out", out]) == 2
+    assert metrics.main(["--pipeline", str(tmp_path), "--out", out]) == 2
     assert "model_index.json" in capsys.readouterr().err
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from replication.evaluate import to_uint8
 from replication.feedback import FeedbackPool, PreferencePairs, agreement, generate_pairs, generate_pool
+from replication.tensors import to_uint8
 from replication.world.rater import Rater, judge
 
 PROMPTS = ["a red circle", "a blue square to the left of a green triangle", "two yellow diamonds"]

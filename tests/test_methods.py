@@ -15,18 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from replication import diffusion
-from replication.config import TrainParams
 from replication.feedback import PreferencePairs
-from replication.methods.common import ImageTextSource, LoraSpec, PromptSource
 from replication.methods.d3po import D3PO, D3POSpec, d3po_loss
 from replication.methods.ddpo import DDPO, DDPOSpec, clipped_surrogate, per_prompt_advantages
-from replication.methods.dpo import DiffusionDPO, PairSource, dpo_loss
+from replication.methods.dpo import DiffusionDPO, DPOSpec, dpo_loss
 from replication.methods.draft import BackpropSpec, RewardBackprop, backprop_images, reward_objective
 from replication.methods.iterpo import IterPO
 from replication.methods.sharpening import RLHFSharpening, RLHFSpec, SFTSharpening, SharpeningSpec, rlhf_loss
 from replication.methods.standard import StandardFinetune
-from replication.models import T2IModel
-from replication.train import step_generator, train
+from replication.models import LoraSpec, T2IModel
+from replication.sources import ImageTextSource, PairSource, PromptSource
+from replication.train import TrainParams, step_generator, train
 from replication.world.rater import Rater
 
 PROMPTS = ["a red circle", "a blue square", "two green triangles", "a yellow star and a red square"]
@@ -190,12 +189,11 @@ def build(name: str, model: T2IModel, source, pairs, lora: LoraSpec | None = Non
             redness,
             prompts,
             4,
-            SharpeningSpec(n=3, m=2, x0="ode", ode_steps=2),
-            RLHFSpec(beta=50.0, gen_steps=4),
+            RLHFSpec(n=3, m=2, x0="ode", ode_steps=2, beta=50.0, gen_steps=4),
             lora=lora,
         )
     if name == "diffusion_dpo":
-        return DiffusionDPO(model, pairs, 4, beta=50.0, lora=lora)
+        return DiffusionDPO(model, pairs, 4, DPOSpec(beta=50.0), lora=lora)
     if name == "ddpo":
         return DDPO(
             model,
@@ -210,8 +208,7 @@ def build(name: str, model: T2IModel, source, pairs, lora: LoraSpec | None = Non
             model,
             prompts,
             4,
-            D3POSpec(sample_steps=4, beta=1.0, ratio_clip=0.5, updates_per_sample=updates),
-            rater=RednessRater(),
+            D3POSpec(sample_steps=4, beta=1.0, ratio_clip=0.5, updates_per_sample=updates, rater=RednessRater()),
             lora=lora,
         )
     if name == "draft":
@@ -346,7 +343,7 @@ def test_standard_finetune_loss_is_the_epsilon_mse_of_its_draws(micro_sd, source
 
 def test_latent_cache_draws_what_encode_draws(micro_sd, source):
     """The cached posterior gives the same latents as encoding the batch, from the same generator state."""
-    from replication.methods.common import LatentCache
+    from replication.sources import LatentCache
 
     cache = LatentCache(micro_sd, source, chunk=7)  # chunks that do not divide the set
     assert cache.mean.shape[0] == len(source)
@@ -412,8 +409,7 @@ def test_rlhf_variants_on_a_model_differ_only_where_the_code_does(micro_sd):
             redness,
             prompts,
             3,
-            SharpeningSpec(n=3, m=m),
-            RLHFSpec(loss=loss, beta=50.0, gen_steps=3, margin_scale=margin_scale),
+            RLHFSpec(n=3, m=m, x0="tweedie", loss=loss, beta=50.0, gen_steps=3, margin_scale=margin_scale),
         )
         loss_value, _ = method.loss(1, step_generator(3, 1))
         loss_value.backward()

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from replication.rewards import load_reward
 from replication.rewards.mllm import (
     KEYS,
     OVERALL_WEIGHTS,
@@ -28,6 +27,7 @@ from replication.rewards.mllm import (
     parse_grade,
     rubric_text,
 )
+from replication.rewards.registry import load_reward
 from replication.world import Sampler, render_batch, sample_captioned
 
 ROOT = Path(__file__).resolve().parents[1]

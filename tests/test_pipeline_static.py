@@ -10,7 +10,8 @@ import nbformat
 import pytest
 import yaml
 
-from replication import config
+from replication import pipeline
+from replication.stages.__main__ import stage_module, stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
@@ -18,7 +19,6 @@ STAGES: dict = DVC["stages"]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
 CMD = re.compile(r"^papermill notebooks/(?P<nb>[\w.-]+)\.ipynb executed/(?P=nb)\.ipynb -k python3(\s|$)")
-SECTIONS = tuple(config.SECTIONS)
 
 
 def entries(stage: dict, kind: str) -> list[tuple[str, dict]]:
@@ -54,24 +54,12 @@ def test_stages_exist():
     assert len(NOTEBOOKS) >= 5
 
 
-def test_every_stage_function_is_registered():
-    """A stage's notebook calls replication.stages.<fn>; `python -m replication.stages <name>` runs it too."""
-    from replication.stages import STAGES as FUNCTIONS
-
-    assert set(STAGES) <= set(FUNCTIONS), f"dvc.yaml stages without a stage function: {set(STAGES) - set(FUNCTIONS)}"
-
-
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_depends_on_the_code_it_imports(name):
-    """The stage module that implements a stage is a dep, so editing it reruns the stage."""
-    from replication.stages import STAGES as FUNCTIONS
-
-    fn = FUNCTIONS.get(name)
-    if fn is None:
-        pytest.skip("foreach stage or no function")
-    module = fn.__module__.replace(".", "/") + ".py"
-    deps = [p for p, _ in entries(STAGES[name], "deps")]
-    assert module in deps or any(module.startswith(d.rstrip("/") + "/") for d in deps), (name, module)
+def test_one_stage_module_per_stage():
+    """`python -m replication.stages <stage>` and the notebook run the module of the same name."""
+    assert set(STAGES) == set(stage_names())
+    for name in STAGES:
+        mod = stage_module(name)
+        assert callable(mod.run) and callable(mod.show) and mod.params.sections, name
 
 
 # ----------------------------------------------------------------------------- commands, deps, outs
@@ -109,40 +97,140 @@ def test_no_output_declared_twice():
     assert len(paths) == len(set(paths))
 
 
-# ----------------------------------------------------------------------------- params
-def param_exists(key: str) -> bool:
-    node = PARAMS
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
+# ----------------------------------------------------------------------------- derived code deps and params
+def test_code_deps_and_params_are_the_derived_ones():
+    """Every stage's replication/ deps are exactly the import closure of its notebook, and its params are exactly
+    the sections its module reads (with their profile overrides): `python -m replication.pipeline write` made them."""
+    assert pipeline.differences(DVC) == []
 
 
-@pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_params(name):
-    params = [p for p, _ in entries(STAGES[name], "params")]
-    assert "profile" in params, f"stage {name} must list `profile`"
-    assert len(params) == len(set(params))
-    for key in params:
-        assert param_exists(key), f"stage {name} lists {key!r}, which params.yaml does not have"
-    listed = [s for s in SECTIONS if s in params]
-    assert listed, f"stage {name} lists no section"
-    for section in listed:
-        for prof, over in (PARAMS.get("profiles") or {}).items():
-            if section in (over or {}):
-                assert f"profiles.{prof}.{section}" in params, (
-                    f"stage {name} lists {section} but not profiles.{prof}.{section}, which overrides it"
-                )
-    # a profile override is only listed together with its section
-    for key in params:
-        if key.startswith("profiles."):
-            assert key.split(".")[2] in listed, key
+def test_the_deps_check_fails_when_a_closure_file_is_missing():
+    """Take any file out of any stage's deps: the check names the stage and the file."""
+    import copy
+
+    for name in ("sft_sharpening", "fig6", "evaluate"):
+        code = [d for d in DVC["stages"][name]["deps"] if d.startswith("replication/")]
+        for drop in (code[0], code[-1], "replication/data.py" if "replication/data.py" in code else code[1]):
+            dvc = copy.deepcopy(DVC)
+            dvc["stages"][name]["deps"].remove(drop)
+            diffs = pipeline.differences(dvc)
+            assert diffs == [f"stage {name}: code dep {drop} is missing (its notebook imports it, directly or not)"]
+    dvc = copy.deepcopy(DVC)
+    dvc["stages"]["fig6"]["params"].remove("figures")
+    assert any("stage fig6: params" in d for d in pipeline.differences(dvc))
 
 
-def test_params_sections_are_the_schemas():
-    assert set(SECTIONS) == set(config.SECTIONS)
-    assert set(PARAMS) == {"profile", "profiles", *SECTIONS}
+def test_closure_follows_lazy_imports_and_parent_packages(tmp_path):
+    pkg = tmp_path / "replication"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from . import leaf\n")
+    (pkg / "sub" / "leaf.py").write_text("def f():\n    from ..lazy import g\n    return g\n")
+    (pkg / "lazy.py").write_text("import json\nfrom .sub import leaf as _again\n")
+    (pkg / "unused.py").write_text("")
+    got = pipeline.closure(["replication.sub.leaf"], tmp_path)
+    assert got == {"replication", "replication.sub", "replication.sub.leaf", "replication.lazy"}
+
+
+def test_closures_are_tight():
+    """What a stage cannot run is not its dependency: an edit reruns what it can affect and no more."""
+    deps = {name: {d for d in st["deps"] if d.startswith("replication/")} for name, st in STAGES.items()}
+    assert deps["fig6"] == {
+        "replication/__init__.py",
+        "replication/config.py",
+        "replication/figures.py",
+        "replication/paths.py",
+        "replication/stages/__init__.py",
+        "replication/stages/fig6.py",
+        "replication/stats.py",
+    }
+    for name in ("base_model", "clip", "evaluate", "standard_finetune"):  # they load no reward by name
+        assert "replication/rewards/mllm.py" not in deps[name], name
+    for name, d in deps.items():  # a stage depends on no other stage's module
+        assert not {f for f in d if f.startswith("replication/stages/")} - {
+            "replication/stages/__init__.py",
+            "replication/stages/common.py",
+            f"replication/stages/{name}.py",
+        }, name
+    assert "replication/methods/ddpo.py" not in deps["sft_sharpening"]
+    assert "replication/train.py" not in deps["evaluate"] | deps["evaluate_base"] | deps["fig5"]
+
+
+# ----------------------------------------------------------------------------- the package's floors
+def package_modules() -> list[str]:
+    out = []
+    for f in sorted((ROOT / "replication").rglob("*.py")):
+        parts = list(f.relative_to(ROOT).with_suffix("").parts)
+        out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return out
+
+
+def test_no_import_circle():
+    graph = {m: pipeline.direct_imports(m) for m in package_modules()}
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for n in sorted(graph[m]):
+            assert state.get(n) != 1, "import circle: " + " -> ".join(path + [n])
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [m])
+
+
+# each floor imports only from floors below it (module-level and lazy imports alike)
+FLOORS = [
+    ("replication", "replication.paths", "replication.tensors", "replication.digests", "replication.stats"),
+    ("replication.config", "replication.world", "replication.diffusion"),
+    ("replication.data", "replication.models", "replication.figures"),
+    ("replication.rewards", "replication.feedback", "replication.evaluate"),
+    ("replication.sources", "replication.metrics", "replication.tables"),
+    ("replication.methods",),
+    ("replication.train", "replication.report"),
+    ("replication.recipes",),
+    ("replication.stages",),
+    ("replication.pipeline",),
+]
+
+
+def floor_of(module: str) -> int:
+    best = None
+    for i, floor in enumerate(FLOORS):
+        for prefix in floor:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (i, len(prefix))
+    assert best is not None, f"{module} is on no floor"
+    return best[0]
+
+
+def test_helpers_sit_on_the_floor_they_serve():
+    for m in package_modules():
+        for n in pipeline.direct_imports(m):
+            if n == "replication" or n.startswith(m + "."):
+                continue
+            same = floor_of(n) == floor_of(m) and n.split(".")[:2] == m.split(".")[:2]  # within one package
+            assert floor_of(n) < floor_of(m) or same, f"{m} (floor {floor_of(m)}) imports {n} (floor {floor_of(n)})"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "replication.evaluate",
+        "replication.metrics",
+        "replication.report",
+        "replication.rewards.registry",
+        "replication.tables",
+    ],
+)
+def test_evaluation_and_rewards_never_import_training_or_stages(module):
+    reach = pipeline.closure([module])
+    assert "replication.train" not in reach
+    assert not any(m.startswith(("replication.stages", "replication.recipes")) for m in reach)
 
 
 # ----------------------------------------------------------------------------- notebooks
@@ -194,6 +282,10 @@ def test_notebook_is_clean_thin_driver(nb):
     }
     assert {"PROFILE", "OVERRIDES", "SHOW_PROGRESS"} <= names, f"{nb}: parameters cell defines {names}"
     assert code.index(cell) == 0, f"{nb}: the parameters cell must come before the code that uses it"
+    stage = next(n for n, st in STAGES.items() if CMD.match(st["cmd"])["nb"] + ".ipynb" == nb)
+    assert pipeline.notebook_imports(ROOT / "notebooks" / nb) == {f"replication.stages.{stage}"}, (
+        f"{nb} must import only its own stage's module (its DVC deps are that module's import closure)"
+    )
 
 
 # ----------------------------------------------------------------------------- caching

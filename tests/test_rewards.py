@@ -10,12 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from replication.config import ClipArch, TrainParams
 from replication.models import build_tokenizer
-from replication.rewards import load_reward
 from replication.rewards.base import ImagePreprocess, Weighted, check_batch, parse_weights
-from replication.rewards.clip import CLIPScore, ContrastiveTraining, Pairs, build_tiny_clip, retrieval_accuracy
-from replication.train import train
+from replication.rewards.clip import (
+    ClipArch,
+    CLIPScore,
+    ContrastiveTraining,
+    Pairs,
+    build_tiny_clip,
+    retrieval_accuracy,
+)
+from replication.rewards.registry import load_reward
+from replication.train import TrainParams, train
 from replication.world import vocab
 
 

@@ -11,19 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from replication.config import ClipArch, TrainParams
+from replication.methods.common import differentiable
 from replication.models import build_tokenizer
-from replication.rewards import REGISTRY, Weighted, load_reward, pairs
+from replication.rewards import pairs
 from replication.rewards.aesthetic import AestheticScore, RatingRegression, load_laion, regression_report
-from replication.rewards.base import ImagePreprocess
-from replication.rewards.clip import ContrastiveTraining, Pairs, build_tiny_clip
-from replication.rewards.fusion import (
-    FusionModel,
-    FusionReward,
-    PreferenceHead,
-    convert_imagereward_state,
-    load_imagereward,
-)
+from replication.rewards.base import ImagePreprocess, Weighted
+from replication.rewards.clip import ClipArch, CLIPScore, ContrastiveTraining, Pairs, build_tiny_clip
+from replication.rewards.fusion import FusionModel, FusionReward, convert_imagereward_state, load_imagereward
+from replication.rewards.parts import PreferenceHead
 from replication.rewards.preference import (
     PairwiseTraining,
     build_clip_preference,
@@ -31,14 +26,12 @@ from replication.rewards.preference import (
     load_preference,
     pairwise_accuracy,
 )
-from replication.train import train
+from replication.rewards.registry import REGISTRY, load_reward
+from replication.tensors import to_float
+from replication.train import TrainParams, train
 from replication.world import Sampler, render_batch, sample_captioned
 from replication.world.caption import parse_prompt, spec_text
 from replication.world.rater import Rater
-
-
-def to_float(u8: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +137,7 @@ def test_text_side_labels_come_from_the_parser(single_objects):
     images, specs = single_objects
     comps = pairs.text_side(images[:40], specs[:40], np.random.default_rng(0), per_image=2)
     assert len(comps) > 40 and (comps.kind == 1).all()
-    for (i, t_win), (j, t_lose) in zip(comps.win, comps.lose):
+    for (i, t_win), (j, _) in zip(comps.win, comps.lose):
         assert i == j
         assert parse_prompt(comps.texts[t_win]) == specs[i], "a render always fits its own prompt best"
     noisy = pairs.text_side(
@@ -404,9 +397,26 @@ def test_learned_rewards_offer_gradients_to_the_images(clip_dir, single_objects)
     pref = build_clip_preference(clip_dir, "image_reward", quality_head=True)
     clip = CLIPModel.from_pretrained(str(clip_dir))
     aes = AestheticScore(clip, PreferenceHead(32), ImagePreprocess(32))
-    for reward in (pref, aes):
+    score = CLIPScore.load(clip_dir)
+    for reward in (pref, aes, score, Weighted([(pref, 0.5), (score, 2.0)])):
         x = to_float(images[:4]).requires_grad_(True)
-        r = reward.with_grad(x, prompts)
+        r = differentiable(reward)(x, prompts)
         assert torch.allclose(r.detach(), reward(x.detach(), prompts), atol=1e-5)
         r.sum().backward()
         assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_reward_without_gradients_is_refused_by_name(clip_dir):
+    class Graded:  # scores under no_grad and offers no with_grad, as the MLLM grader
+        name = "grader"
+
+        def __call__(self, images, prompts):
+            return torch.ones(len(prompts))
+
+    images = torch.rand(2, 3, 8, 8, requires_grad=True)
+    with pytest.raises(TypeError, match="'grader' gives no gradient"):
+        differentiable(Graded())(images, ["a", "b"])
+    mix = Weighted([(Graded(), 1.0), (CLIPScore.load(clip_dir), 1.0)])
+    assert mix.with_grad is None
+    with pytest.raises(TypeError, match="mixes in a reward without gradients"):
+        differentiable(mix)

@@ -15,15 +15,8 @@ from replication.methods.best_of_n import BestOfN
 from replication.methods.demon import Demon, demon_weights
 from replication.methods.free2guide import Free2Guide
 from replication.methods.inference_scaling import ZeroOrderSearch
-from replication.methods.inference_time import (
-    SAMPLERS,
-    Verifier,
-    derive_seed,
-    make_sampler,
-    pieces,
-    seeded_normal,
-    unit_norm_like,
-)
+from replication.methods.inference_time import Verifier, derive_seed, pieces, seeded_normal, unit_norm_like
+from replication.methods.samplers import SAMPLERS, make_sampler
 
 STEPS, CFG = 5, 4.0
 BASE = STEPS * 2

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import torch
 
-from replication.config import ClipArch, TrainParams
-from replication.methods.common import ImageTextSource
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec
 from replication.models import T2IModel, build_tokenizer
 from replication.rewards.base import ImagePreprocess
-from replication.rewards.clip import CLIPScore, build_tiny_clip
-from replication.train import train
+from replication.rewards.clip import ClipArch, CLIPScore, build_tiny_clip
+from replication.sources import ImageTextSource
+from replication.train import TrainParams, train
 
 
 def test_sdxl_pipeline_trains_one_sharpening_step_and_reloads(micro_sdxl_dir, world_pairs, tmp_path):
@@ -70,7 +69,7 @@ def test_hf_image_text_source_resizes_and_crops_like_the_sdxl_example():
     """The paper-scale data source on rows shaped like a `datasets` image-text dataset."""
     from PIL import Image
 
-    from replication.methods.common import HFImageTextSource
+    from replication.sources import HFImageTextSource
     from replication.train import step_generator
 
     rows = [{"image": Image.new("RGB", (64 + 16 * i, 48), (10 * i, 0, 0)), "text": f"caption {i}"} for i in range(5)]
@@ -87,7 +86,7 @@ def test_both_data_sources_give_the_latents_encode_gives(micro_sd, world_pairs):
     drawing the same batch and encoding it with the same generator."""
     from PIL import Image
 
-    from replication.methods.common import HFImageTextSource, ImageTextSource
+    from replication.sources import HFImageTextSource, ImageTextSource
     from replication.train import step_generator
 
     images, captions = world_pairs

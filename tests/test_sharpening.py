@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from replication import diffusion
-from replication.methods.common import ImageTextSource
 from replication.methods.sharpening import SFTSharpening, SharpeningSpec, explore
+from replication.sources import ImageTextSource
 from replication.train import step_generator
 
 

@@ -7,8 +7,7 @@ import csv
 import pytest
 import torch
 
-from replication.config import TrainParams
-from replication.train import TrainingDiverged, step_generator, train
+from replication.train import TrainingDiverged, TrainParams, step_generator, train
 
 
 class Regression:
@@ -122,9 +121,9 @@ def test_result_of_older_code_is_not_reused(tmp_path, monkeypatch, capsys):
 
 
 def test_source_digest_covers_the_class_hierarchy_and_the_core(tmp_path):
+    from replication.digests import source_digest
     from replication.methods.best_of_n import BestOfN
     from replication.methods.inference_scaling import ZeroOrderSearch
-    from replication.train import source_digest
 
     core = source_digest()
     assert len(core) == 32 and core == source_digest()
@@ -181,9 +180,9 @@ def test_fingerprints_are_the_same_in_every_process():
 
     script = (
         "from replication.models import TinyArch, build_vae\n"
-        "from replication.methods.common import ImageTextSource\n"
-        "from replication.pretrain import VAETraining\n"
-        "from replication.config import TrainParams\n"
+        "from replication.sources import ImageTextSource\n"
+        "from replication.recipes.base_model import VAETraining\n"
+        "from replication.train import TrainParams\n"
         "from replication.train import _fingerprint\n"
         "import numpy as np\n"
         "vae = build_vae(TinyArch(vae_channels=(8, 16, 16)))\n"
@@ -215,7 +214,7 @@ def test_optimizer_is_fused_adamw_with_the_configured_rule():
     fused = make_optimizer(a, cfg)
     ref = torch.optim.AdamW(b, lr=1e-2, betas=(0.0, 0.99), weight_decay=0.1, foreach=False)
     assert fused.defaults["fused"] is True
-    for step in range(3):
+    for _ in range(3):
         for pa, pb in zip(a, b):
             g = torch.randn_like(pa)
             pa.grad, pb.grad = g.clone(), g.clone()

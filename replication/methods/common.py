@@ -1,218 +1,47 @@
-"""Plumbing shared by the fine-tuning methods: which modules train (full or LoRA), the frozen
-reference model, where batches come from, differentiable rewards, NFE accounting, saving."""
+"""Plumbing shared by the fine-tuning methods: which modules train (full or LoRA), the frozen reference model,
+differentiable rewards, a method's own hyperparameters, NFE accounting, saving. Batches come from
+`replication.sources`; LoRA itself is `models.add_lora`."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..models import T2IModel
+from ..models import LoraSpec, T2IModel, add_lora, merged_unet
+from ..tensors import unwrap
 
 
-class ImageTextSource:
-    """Random (image, caption) batches from a tiny-world set (uint8 images) drawn with the step generator."""
-
-    def __init__(self, images: np.ndarray, captions: Sequence[str], name: str = "data"):
-        if len(images) != len(captions):
-            raise ValueError(f"{name}: {len(images)} images but {len(captions)} captions")
-        self.images, self.captions, self.name = images, list(captions), name
-        self._latents: LatentCache | None = None
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def indices(self, size: int, gen: torch.Generator) -> np.ndarray:
-        """The rows of one random batch (what `batch` draws from `gen`)."""
-        return torch.randint(len(self), (size,), generator=gen).numpy()
-
-    def pixels(self, idx, device) -> torch.Tensor:
-        """Images of rows `idx` as floats in [0, 1], (N, 3, H, W)."""
-        return torch.from_numpy(self.images[idx]).to(device).permute(0, 3, 1, 2).float() / 255
-
-    def batch(self, size: int, gen: torch.Generator, device) -> tuple[torch.Tensor, list[str]]:
-        idx = self.indices(size, gen)
-        return self.pixels(idx, device), [self.captions[i] for i in idx]
-
-    def latent_batch(self, size: int, gen: torch.Generator, model: T2IModel) -> tuple[torch.Tensor, list[str]]:
-        """A random batch as clean latents of `model`'s (frozen) VAE, from a posterior cached at the first call."""
-        if self._latents is None or self._latents.model is not model:
-            self._latents = LatentCache(model, self)
-        idx = self.indices(size, gen)
-        return self._latents.latents(idx, gen), [self.captions[i] for i in idx]
+def spec_fields(spec, cls) -> dict:
+    """The fields of the spec dataclass `cls` (a method's own hyperparameters) read from `spec`, which may be a
+    params.yaml section extending `cls` with run settings (model, data, training loop); for fingerprints."""
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(cls)}
 
 
-class LatentCache:
-    """The VAE posterior (mean, std) of every image of an in-memory set, computed once, for methods that train on
-    clean latents of a frozen VAE. A batch then costs an index and a draw instead of a VAE encoder pass: for the
-    base model's UNet (batch 64 of 32x32 images) that pass is about 13% of a training step. `latents(idx, gen)`
-    draws the posterior sample as `T2IModel.encode(images, gen)` does (both through `T2IModel.posterior_sample`), so
-    a method's random stream is the same with or without the cache. Valid while the VAE does not change (T2IModel
-    freezes it). `ImageTextSource.latent_batch` builds one on first use."""
-
-    def __init__(self, model: T2IModel, source: ImageTextSource, chunk: int = 256):
-        means, stds = [], []
-        with torch.no_grad():
-            for start in range(0, len(source), chunk):
-                mean, std = model.posterior(
-                    source.pixels(np.arange(start, min(start + chunk, len(source))), model.device)
-                )
-                means.append(mean)
-                stds.append(std)
-        self.model, self.mean, self.std = model, torch.cat(means), torch.cat(stds)
-
-    def latents(self, idx, gen: torch.Generator) -> torch.Tensor:
-        idx = torch.as_tensor(idx, device=self.mean.device)
-        return self.model.posterior_sample(self.mean[idx], self.std[idx], gen)
-
-
-class HFImageTextSource:
-    """Random batches from a Hugging Face image-text dataset (paper scale: JourneyDB, Text-to-Image-2M,
-    pokemon-blip-captions): each image is resized on its shortest side and centre-cropped, as in the
-    diffusers SDXL training example. Decoding files is the data pipeline's job, once per sample."""
-
-    def __init__(
-        self, rows, resolution: int, image_column: str = "image", caption_column: str = "text", name: str = "hf"
-    ):
-        self.rows, self.resolution, self.name = rows, resolution, name
-        self.image_column, self.caption_column = image_column, caption_column
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def _pixels(self, image) -> torch.Tensor:
-        from PIL import Image
-
-        img = image.convert("RGB")
-        scale = self.resolution / min(img.size)
-        w, h = max(self.resolution, round(img.width * scale)), max(self.resolution, round(img.height * scale))
-        img = img.resize((w, h), Image.BICUBIC)
-        left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
-        img = img.crop((left, top, left + self.resolution, top + self.resolution))
-        return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
-
-    def batch(self, size: int, gen: torch.Generator, device) -> tuple[torch.Tensor, list[str]]:
-        idx = torch.randint(len(self), (size,), generator=gen).tolist()
-        rows = [self.rows[i] for i in idx]
-        x = torch.stack([self._pixels(r[self.image_column]) for r in rows]).to(device).float() / 255
-        return x, [str(r[self.caption_column]) for r in rows]
-
-    def latent_batch(self, size: int, gen: torch.Generator, model: T2IModel) -> tuple[torch.Tensor, list[str]]:
-        """A random batch as clean latents of `model`'s VAE, encoded batch by batch (the set is not in memory)."""
-        images, captions = self.batch(size, gen, model.device)
-        with torch.no_grad():
-            return model.encode(images, gen), captions
-
-
-class PromptSource:
-    """Random prompt batches (RLHF-style methods train on prompts only), drawn with the step generator."""
-
-    def __init__(self, prompts: Sequence[str], name: str = "prompts"):
-        if not prompts:
-            raise ValueError(f"{name}: no prompts")
-        self.prompts, self.name = list(prompts), name
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def batch(self, size: int, gen: torch.Generator) -> list[str]:
-        idx = torch.randint(len(self), (size,), generator=gen).tolist()
-        return [self.prompts[i] for i in idx]
-
-
-# ----------------------------------------------------------------------------- LoRA
-@dataclass
-class LoraSpec:
-    """LoRA on the UNet's attention projections (peft); rank 0 means full fine-tuning."""
-
-    rank: int = 0
-    alpha: float = 0.0  # 0: alpha = rank (scale 1)
-    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
-
-    def __post_init__(self):
-        if self.rank < 0:
-            raise ValueError(f"lora.rank must be >= 0 (0 = full fine-tuning), got {self.rank}")
-        self.targets = tuple(self.targets)
-
-    @property
-    def enabled(self) -> bool:
-        return self.rank > 0
-
-
-def add_lora(unet, spec: LoraSpec) -> None:
-    """Freeze the UNet and add trainable LoRA adapters (diffusers' peft integration)."""
-    from peft import LoraConfig
-
-    unet.requires_grad_(False)
-    unet.add_adapter(
-        LoraConfig(
-            r=spec.rank,
-            lora_alpha=spec.alpha or spec.rank,
-            init_lora_weights="gaussian",
-            target_modules=list(spec.targets),
-        )
-    )
-
-
-def merged_unet(unet):
-    """A copy of a LoRA UNet with the adapters fused into the weights and removed: a plain
-    UNet2DConditionModel that `DiffusionPipeline.from_pretrained` loads like the base model's."""
-    out = copy.deepcopy(unet)
-    out.fuse_lora()
-    out.unload_lora()
-    return out
-
-
-def unwrap(module):
-    """The module inside a DDP wrapper (accelerate on several GPUs), else the module."""
-    return getattr(module, "module", module)
-
-
-# ----------------------------------------------------------------------------- rewards with gradients
 def differentiable(reward):
     """reward(images, prompts) with gradients flowing back to the images (DRaFT, ReFL, IterPO).
 
-    A reward that offers `with_grad(images, prompts)` is used through it. The rewards of this
-    repository score under torch.no_grad (cheap in every other method); for them the same
-    computation is rebuilt here from their public parts. Anything else is called as is and must
-    return a result that requires grad.
-    """
-    fn = getattr(reward, "with_grad", None)
-    if callable(fn):
+    Every reward of this repository scores under torch.no_grad (cheap everywhere else) and offers `with_grad`
+    where it can be differentiated; that is used. Any other callable (a plain torch function) is called as is
+    and must return a result that requires grad."""
+    name = getattr(reward, "name", type(reward).__name__)
+    fn = getattr(reward, "with_grad", False)
+    if fn is None:  # a weighted mix with a part that cannot be differentiated
+        raise TypeError(
+            f"reward {name!r} mixes in a reward without gradients; draft and iterpo need differentiable ones"
+        )
+    if fn:
         return fn
-    parts = getattr(reward, "parts", None)
-    if parts is not None:  # rewards.Weighted
-        fns = [(differentiable(r), w) for r, w in parts]
-        return lambda images, prompts: sum(w * f(images, prompts) for f, w in fns)
-    kind = type(reward).__name__
-    if kind == "CLIPScore":
-        from ..rewards.clip import _features
-
-        def clip_with_grad(images, prompts):
-            f = _features(reward.model.get_image_features(pixel_values=reward.preprocess(images.float())))
-            f = f / f.norm(dim=-1, keepdim=True)
-            return reward.scale * (f * reward.embed_texts(prompts)).sum(-1)
-
-        return clip_with_grad
-    if kind == "FusionReward":
-
-        def fusion_with_grad(images, prompts):
-            ids, mask = reward.tokens(prompts)
-            return (reward.model(reward.preprocess(images.float()), ids, mask) - reward.mean) / reward.std
-
-        return fusion_with_grad
 
     def checked(images, prompts):
         r = reward(images, prompts)
         if not r.requires_grad:
             raise TypeError(
-                f"reward {getattr(reward, 'name', kind)!r} gives no gradient (it scores under no_grad); "
-                f"methods that backpropagate through the reward need a differentiable one: give it a "
+                f"reward {name!r} gives no gradient (it scores under no_grad, e.g. the MLLM grader); methods that "
+                f"backpropagate through the reward (draft, iterpo) need a differentiable one: give it a "
                 f"`with_grad(images, prompts)` method"
             )
         return r

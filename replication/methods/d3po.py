@@ -17,20 +17,23 @@ diagnostic the method never sees.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .. import diffusion
 from ..models import T2IModel
+from ..sources import PromptSource
 from ..world.rater import Rater
-from .common import LoraSpec, PromptSource, SampledRounds, UNetMethod
+from .common import LoraSpec, SampledRounds, UNetMethod, spec_fields
 from .ddpo import pick_timesteps
 
 
 @dataclass
 class D3POSpec:
+    """D3PO's settings (params.yaml: d3po.*), the person giving the online feedback included."""
+
     sample_steps: int = 20
     eta: float = 1.0
     guidance: float = 5.0
@@ -38,6 +41,7 @@ class D3POSpec:
     beta: float = 0.1  # released code's defaults: beta 0.1, ratio clip 0.1
     ratio_clip: float = 0.1
     timestep_fraction: float = 1.0
+    rater: Rater = field(default_factory=Rater)  # the simulated person who chooses between the two images
 
     def __post_init__(self):
         if self.eta <= 0:
@@ -65,17 +69,12 @@ class D3PO(SampledRounds, UNetMethod):
         prompts: PromptSource,
         batch_size: int,
         spec: D3POSpec,
-        rater: Rater | None = None,
         lora: LoraSpec | None = None,
         fingerprint: dict | None = None,
     ):
-        self.rater = rater or Rater()
+        self.rater = spec.rater
         super().__init__(
-            model,
-            batch_size,
-            {"spec": vars(spec), "rater": vars(self.rater), **(fingerprint or {})},
-            lora=lora,
-            reference=True,
+            model, batch_size, {"spec": spec_fields(spec, D3POSpec), **(fingerprint or {})}, lora=lora, reference=True
         )
         self.prompts, self.spec = prompts, spec
         self.group = batch_size * spec.updates_per_sample

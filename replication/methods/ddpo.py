@@ -28,11 +28,14 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import LoraSpec, PromptSource, SampledRounds, UNetMethod
+from ..sources import PromptSource
+from .common import LoraSpec, SampledRounds, UNetMethod, spec_fields
 
 
 @dataclass
 class DDPOSpec:
+    """DDPO's settings (params.yaml: ddpo.*)."""
+
     sample_steps: int = 20
     eta: float = 1.0
     guidance: float = 5.0
@@ -91,7 +94,7 @@ class DDPO(SampledRounds, UNetMethod):
                 f"ddpo: batch_size x updates_per_sample = {self.group} trajectories per round must be a "
                 f"multiple of images_per_prompt = {spec.images_per_prompt}"
             )
-        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
+        super().__init__(model, batch_size, {"spec": spec_fields(spec, DDPOSpec), **(fingerprint or {})}, lora=lora)
         self.reward, self.prompts, self.spec = reward, prompts, spec
 
     @torch.no_grad()

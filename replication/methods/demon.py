@@ -21,6 +21,9 @@ deterministic DDIM, as the base model samples.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 import torch
 
@@ -43,28 +46,31 @@ def demon_weights(r: torch.Tensor, kind: str = "tanh", tau: float | None = None)
     return torch.where(w.abs().sum(1, keepdim=True) > 0, w, torch.ones_like(w))
 
 
+@dataclass
+class DemonSpec:
+    """Demon's options (params.yaml: nfe_sweep.demon): noise candidates per step weighted by their rewards."""
+
+    kind: Literal["tanh", "boltzmann"] = "tanh"
+    tau: float | None = None  # None: adaptive (the candidates' reward std)
+    eta: float = 1.0  # stochasticity of the demon steps (1.0: DDPM's posterior variance)
+    x0_steps: int = 4  # PF-ODE DDIM steps for each candidate's clean estimate (1: one-step Tweedie)
+
+    def __post_init__(self):
+        if self.kind not in ("tanh", "boltzmann"):
+            raise ValueError(f"demon.kind must be 'tanh' or 'boltzmann', got {self.kind!r}")
+        if self.tau is not None and self.tau <= 0:
+            raise ValueError(f"demon.tau must be > 0 (or null for the adaptive tau), got {self.tau}")
+        if self.eta <= 0 or self.x0_steps < 1:
+            raise ValueError("demon needs eta > 0 (a stochastic step to steer) and x0_steps >= 1")
+
+
 class Demon(InferenceSampler):
     name = "demon"
 
-    def __init__(
-        self,
-        verifier,
-        num_steps: int = 50,
-        guidance_scale: float = 5.0,
-        max_rows: int = 1024,
-        kind: str = "tanh",
-        tau: float | None = None,
-        eta: float = 1.0,
-        x0_steps: int = 4,
-    ):
+    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024, **options):
         super().__init__(verifier, num_steps, guidance_scale, max_rows)
-        if kind not in ("tanh", "boltzmann"):
-            raise ValueError(f"demon.kind must be 'tanh' or 'boltzmann', got {kind!r}")
-        if tau is not None and tau <= 0:
-            raise ValueError(f"demon.tau must be > 0 (or null for the adaptive tau), got {tau}")
-        if eta <= 0 or x0_steps < 1:
-            raise ValueError("demon needs eta > 0 (a stochastic step to steer) and x0_steps >= 1")
-        self.kind, self.tau, self.eta, self.x0_steps = kind, tau, eta, x0_steps
+        self.spec = DemonSpec(**options)
+        self.kind, self.tau, self.eta, self.x0_steps = self.spec.kind, self.spec.tau, self.spec.eta, self.spec.x0_steps
 
     def plan(self, budget: int) -> tuple[int, list[int]]:
         """(K candidates, demon step indices) that fit the budget."""
@@ -89,22 +95,24 @@ class Demon(InferenceSampler):
             return x, self.verifier(model, x, prompts), info
         eps_fn = model.denoiser(cond, self.guidance_scale)
         eps_k = model.denoiser(cond.repeat_interleave(k), self.guidance_scale)
-        sched, grid = model.scheduler, diffusion.inference_timesteps(model.scheduler, self.num_steps)
-        s = diffusion.stride(sched, self.num_steps)
+        sched = model.scheduler
         prompts_k = [p for p in prompts for _ in range(k)]
-        for i, t in enumerate(grid):
-            tv = t.expand(len(x)).to(x.device)
+        for i, tv, t_prev in diffusion.ddim_grid(sched, self.num_steps, x.device).steps(len(x)):
             out = eps_fn(x, tv)
             if i not in steps:
-                x = diffusion.ddim_step(sched, out, tv, x, tv - s).prev
+                x = diffusion.ddim_step(sched, out, tv, x, t_prev).prev
                 continue
-            st = diffusion.ddim_step(sched, out, tv, x, tv - s, eta=self.eta, noise=torch.zeros_like(x))
+            st = diffusion.ddim_step(sched, out, tv, x, t_prev, eta=self.eta, noise=torch.zeros_like(x))
             std = st.std.view(-1, 1, 1, 1, 1)
             z = seeded_normal(seeds, (k, *x.shape[1:]), "demon", i, device=x.device, dtype=x.dtype)  # (B, K, ...)
             cand = (st.mean.unsqueeze(1) + std * z).flatten(0, 1)
-            t_prev = (tv - s).repeat_interleave(k)
             x0 = diffusion.predict_x0(
-                eps_k, sched, cand, t_prev, "ode" if self.x0_steps > 1 else "tweedie", self.x0_steps
+                eps_k,
+                sched,
+                cand,
+                t_prev.repeat_interleave(k),
+                "ode" if self.x0_steps > 1 else "tweedie",
+                self.x0_steps,
             )
             r = self.verifier(model, x0, prompts_k).view(len(x), k)
             w = demon_weights(r, self.kind, self.tau)

@@ -8,19 +8,20 @@ For each judged pair (winner x^w, loser x^l, prompt) of a batch:
 Wallace et al. write the same loss with -beta_W / 2 * (...); our beta = beta_W / 2 (the diffusers
 example's 2500 for SDXL is beta_W = 5000). In the tiny world the pairs are a Pick-a-Pic-like set:
 two images per prompt from the base model with different seeds and guidance scales, labelled by the
-simulated rater (`replication.feedback.PreferencePairs`, ties dropped).
+simulated rater (`replication.feedback.PreferencePairs`, ties dropped; batches from `sources.PairSource`).
 """
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
 from .. import diffusion
-from ..feedback import PreferencePairs
 from ..models import Cond, T2IModel
-from .common import LoraSpec, UNetMethod
+from ..sources import PairSource
+from .common import LoraSpec, UNetMethod, spec_fields
 
 
 def dpo_loss(mse_w: torch.Tensor, mse_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float):
@@ -29,29 +30,15 @@ def dpo_loss(mse_w: torch.Tensor, mse_l: torch.Tensor, ref_w: torch.Tensor, ref_
     return -F.logsigmoid(z).mean(), z
 
 
-class PairSource:
-    """Random batches of decided preference pairs: (winner images, loser images, prompts)."""
+@dataclass
+class DPOSpec:
+    """Diffusion-DPO's settings (params.yaml: diffusion_dpo.*)."""
 
-    def __init__(self, pairs: PreferencePairs, name: str = "pairs"):
-        self.winners, self.losers, self.prompts = pairs.decided()
-        if not self.prompts:
-            raise ValueError(f"{name}: every pair is a tie; Diffusion-DPO needs pairs with a preference")
-        self.name = name
+    beta: float = 2500.0  # ours = Wallace et al.'s beta / 2 (their SDXL 5000)
 
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    @staticmethod
-    def _float(images: np.ndarray, device) -> torch.Tensor:
-        return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 255
-
-    def batch(self, size: int, gen: torch.Generator, device):
-        idx = torch.randint(len(self), (size,), generator=gen).numpy()
-        return (
-            self._float(self.winners[idx], device),
-            self._float(self.losers[idx], device),
-            [self.prompts[i] for i in idx],
-        )
+    def __post_init__(self):
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
 
 
 class DiffusionDPO(UNetMethod):
@@ -62,14 +49,15 @@ class DiffusionDPO(UNetMethod):
         model: T2IModel,
         pairs: PairSource,
         batch_size: int,
-        beta: float = 2500.0,
+        spec: DPOSpec | None = None,
         lora: LoraSpec | None = None,
         fingerprint: dict | None = None,
     ):
-        if beta <= 0:
-            raise ValueError(f"diffusion_dpo.beta must be > 0, got {beta}")
-        super().__init__(model, batch_size, {"beta": beta, **(fingerprint or {})}, lora=lora, reference=True)
-        self.pairs, self.beta = pairs, beta
+        spec = spec or DPOSpec()
+        super().__init__(
+            model, batch_size, {"spec": spec_fields(spec, DPOSpec), **(fingerprint or {})}, lora=lora, reference=True
+        )
+        self.pairs, self.beta = pairs, spec.beta
 
     def loss(self, step: int, gen: torch.Generator):
         model, sched = self.model, self.model.scheduler

@@ -13,24 +13,28 @@ The reward must be differentiable (`methods.common.differentiable`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import LoraSpec, PromptSource, UNetMethod, differentiable
+from ..sources import PromptSource
+from .common import LoraSpec, UNetMethod, differentiable, spec_fields
 
 MODES = ("draft", "refl")
 
 
 @dataclass
 class BackpropSpec:
-    mode: str = "draft"
+    """DRaFT-K / ReFL (params.yaml: draft.*, and iterpo.* with mode refl and the hinge objective)."""
+
+    mode: Literal["draft", "refl"] = "draft"
     k: int = 1  # draft: steps with gradients (DRaFT-1 is the paper's most used setting)
     stop_range: int = 10  # refl: the gradient step is one of the last stop_range steps (ReFL: 10 of 40)
     sample_steps: int = 20
     guidance: float = 5.0
-    objective: str = "linear"  # linear | hinge
+    objective: Literal["linear", "hinge"] = "linear"
     margin: float = 2.0  # hinge: ReLU(margin - reward) (ReFL's 2 is for ImageReward's z-scores)
     reward_scale: float = 1.0  # ReFL's grad_scale is 1e-3
 
@@ -52,17 +56,18 @@ def backprop_images(model: T2IModel, prompts: list[str], spec: BackpropSpec, gen
     """Images in [0, 1] whose graph reaches the UNet through the last K steps (draft) or one step (refl)."""
     sched = model.scheduler
     b = len(prompts)
-    grid = diffusion.inference_timesteps(sched, spec.sample_steps).to(model.device)
-    s = diffusion.stride(sched, spec.sample_steps)
+    grid = diffusion.ddim_grid(sched, spec.sample_steps, model.device)
     n = len(grid)
     first_grad = n - spec.k if spec.mode == "draft" else int(torch.randint(n - spec.stop_range, n, (1,), generator=gen))
     last = n if spec.mode == "draft" else first_grad + 1
     x = torch.randn((b, *model.latent_shape), generator=gen).to(model.device, model.dtype) * sched.init_noise_sigma
     eps_fn = model.denoiser(model.encode_prompts(prompts), spec.guidance)
-    for i in range(last):
-        t = grid[i].expand(b)
-        with torch.set_grad_enabled(i >= first_grad and torch.is_grad_enabled()):
-            step = diffusion.ddim_step(sched, eps_fn(x, t), t, x, t - s)
+    grad = torch.is_grad_enabled()
+    for i, t, t_prev in grid.steps(b):
+        if i == last:
+            break
+        with torch.set_grad_enabled(grad and i >= first_grad):
+            step = diffusion.ddim_step(sched, eps_fn(x, t), t, x, t_prev)
         x = step.prev
     return model.decode(x if spec.mode == "draft" else step.x0)
 
@@ -86,7 +91,7 @@ class RewardBackprop(UNetMethod):
         lora: LoraSpec | None = None,
         fingerprint: dict | None = None,
     ):
-        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
+        super().__init__(model, batch_size, {"spec": spec_fields(spec, BackpropSpec), **(fingerprint or {})}, lora=lora)
         self.reward, self.prompts, self.spec = differentiable(reward), prompts, spec
         self.name = spec.mode
 

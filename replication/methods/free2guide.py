@@ -16,37 +16,42 @@ guided step, fewer guided steps; with none, plain DDIM). Unguided steps are dete
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import diffusion
 from .inference_time import InferenceSampler, derive_seed, initial_noise, seeded_normal
 
 
-class Free2Guide(InferenceSampler):
-    name = "free2guide"
+@dataclass
+class Free2GuideSpec:
+    """Free2Guide's options (params.yaml: nfe_sweep.free2guide): path guidance on a random subset of steps."""
 
-    def __init__(
-        self,
-        verifier,
-        num_steps: int = 50,
-        guidance_scale: float = 5.0,
-        max_rows: int = 1024,
-        fraction: float = 0.1,
-        eta: float = 1.0,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ):
-        super().__init__(verifier, num_steps, guidance_scale, max_rows)
-        if not 0 < fraction <= 1:
-            raise ValueError(f"free2guide.fraction must be in (0, 1], got {fraction}")
-        if eta <= 0 or temperature < 0:
+    fraction: float = 0.1  # share of the DDIM steps that are guided (paper: 5 of 50)
+    eta: float = 1.0
+    temperature: float = 0.0  # 0: keep the best candidate (the released code); > 0: softmax(r / T) draw
+    seed: int = 0  # which steps are guided
+
+    def __post_init__(self):
+        if not 0 < self.fraction <= 1:
+            raise ValueError(f"free2guide.fraction must be in (0, 1], got {self.fraction}")
+        if self.eta <= 0 or self.temperature < 0:
             raise ValueError(
                 "free2guide needs eta > 0 (candidates differ only by the step's noise) and temperature >= 0"
             )
-        self.fraction, self.eta, self.temperature, self.seed = fraction, eta, temperature, seed
+
+
+class Free2Guide(InferenceSampler):
+    name = "free2guide"
+
+    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024, **options):
+        super().__init__(verifier, num_steps, guidance_scale, max_rows)
+        self.spec = s = Free2GuideSpec(**options)
+        self.fraction, self.eta, self.temperature, self.seed = s.fraction, s.eta, s.temperature, s.seed
         slots = max(0, num_steps - 1)
-        g = min(slots, max(1, round(fraction * num_steps)))
-        order = torch.randperm(slots, generator=torch.Generator().manual_seed(seed)).tolist()
+        g = min(slots, max(1, round(s.fraction * num_steps)))
+        order = torch.randperm(slots, generator=torch.Generator().manual_seed(s.seed)).tolist()
         self.guided = order[:g]  # in drawing order: with a small budget the first ones are kept
 
     def plan(self, budget: int) -> tuple[int, list[int]]:
@@ -70,24 +75,22 @@ class Free2Guide(InferenceSampler):
         b = len(x)
         eps_fn = model.denoiser(cond, self.guidance_scale)
         eps_n = model.denoiser(cond.repeat_interleave(n), self.guidance_scale)
-        sched, grid = model.scheduler, diffusion.inference_timesteps(model.scheduler, self.num_steps)
-        s = diffusion.stride(sched, self.num_steps)
+        sched = model.scheduler
         prompts_n = [p for p in prompts for _ in range(n)]
         rows = torch.arange(b, device=x.device)
         cached = None  # the chosen candidate's model output at the next step
-        for i, t in enumerate(grid):
-            tv = t.expand(b).to(x.device)
+        for i, tv, t_prev in diffusion.ddim_grid(sched, self.num_steps, x.device).steps(b):
             out = eps_fn(x, tv) if cached is None else cached
             cached = None
             if i not in steps:
-                x = diffusion.ddim_step(sched, out, tv, x, tv - s).prev
+                x = diffusion.ddim_step(sched, out, tv, x, t_prev).prev
                 continue
-            st = diffusion.ddim_step(sched, out, tv, x, tv - s, eta=self.eta, noise=torch.zeros_like(x))
+            st = diffusion.ddim_step(sched, out, tv, x, t_prev, eta=self.eta, noise=torch.zeros_like(x))
             z = seeded_normal(seeds, (n, *x.shape[1:]), "free2guide", i, device=x.device, dtype=x.dtype)
             cand = (st.mean.unsqueeze(1) + st.std.view(-1, 1, 1, 1, 1) * z).flatten(0, 1)
-            t_prev = (tv - s).repeat_interleave(n)
-            out_c = eps_n(cand, t_prev)
-            r = self.verifier(model, diffusion.to_x0_eps(sched, out_c, cand, t_prev)[0], prompts_n).view(b, n)
+            t_cand = t_prev.repeat_interleave(n)
+            out_c = eps_n(cand, t_cand)
+            r = self.verifier(model, diffusion.to_x0_eps(sched, out_c, cand, t_cand)[0], prompts_n).view(b, n)
             pick = self.choose(r, seeds, i)
             x = cand.view(b, n, *x.shape[1:])[rows, pick]
             cached = out_c.view(b, n, *x.shape[1:])[rows, pick]

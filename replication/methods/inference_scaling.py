@@ -19,30 +19,34 @@ better, so the returned score never drops as the budget grows.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from .inference_time import NoiseSearch, initial_noise, pieces, seeded_normal
 
 
+@dataclass
+class ZeroOrderSpec:
+    """The zero-order search's options (params.yaml: nfe_sweep.inference_scaling)."""
+
+    candidates: int = 4  # noises per round around the pivot
+    step: float = 0.5  # neighbourhood: sqrt(1 - step^2) pivot + step eps (1: random search)
+
+    def __post_init__(self):
+        if self.candidates < 1:
+            raise ValueError(f"inference_scaling.candidates must be >= 1, got {self.candidates}")
+        if not 0 < self.step <= 1:
+            raise ValueError(f"inference_scaling.step must be in (0, 1], got {self.step}")
+
+
 class ZeroOrderSearch(NoiseSearch):
     name = "inference_scaling"
 
-    def __init__(
-        self,
-        verifier,
-        num_steps: int = 50,
-        guidance_scale: float = 5.0,
-        max_rows: int = 1024,
-        candidates: int = 4,
-        step: float = 0.5,
-    ):
+    def __init__(self, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024, **options):
         super().__init__(verifier, num_steps, guidance_scale, max_rows)
-        if candidates < 1:
-            raise ValueError(f"inference_scaling.candidates must be >= 1, got {candidates}")
-        if not 0 < step <= 1:
-            raise ValueError(f"inference_scaling.step must be in (0, 1], got {step}")
-        self.candidates, self.step = candidates, step
+        self.spec = ZeroOrderSpec(**options)
+        self.candidates, self.step = self.spec.candidates, self.spec.step
 
     def neighbour(self, pivot: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """A candidate noise near `pivot` (standard normal): sqrt(1 - step^2) * pivot + step * eps."""

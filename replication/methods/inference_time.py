@@ -9,7 +9,8 @@ returns the very latents `T2IModel.generate_latents` makes for the same seeds.
 
 The samplers (one file each): best_of_n.BestOfN (random search over initial noises, Inference
 Scaling's first algorithm), inference_scaling.ZeroOrderSearch (Inference Scaling's zero-order search),
-demon.Demon (tanh / Boltzmann demons), free2guide.Free2Guide (path guidance on a few steps).
+demon.Demon (tanh / Boltzmann demons), free2guide.Free2Guide (path guidance on a few steps);
+`samplers.make_sampler` makes one by name.
 Search samplers can report several budgets from one run (`sample_budgets`): the state after the
 first k candidates is exactly what a run with that budget returns, and its NFEs are the counter's
 reading at that moment.
@@ -275,31 +276,3 @@ class NoiseSearch(InferenceSampler):
         out = [torch.where(mask(best), pick(x), best), torch.where(better, top, score)]
         out += [torch.where(mask(old), pick(new), old) for old, new in extra]
         return out
-
-
-# ----------------------------------------------------------------------------- by name
-SAMPLERS = {  # name -> (module, class): the samplers of Fig. 5
-    "best_of_n": ("best_of_n", "BestOfN"),
-    "inference_scaling": ("inference_scaling", "ZeroOrderSearch"),
-    "demon": ("demon", "Demon"),
-    "free2guide": ("free2guide", "Free2Guide"),
-}
-LABELS = {
-    "best_of_n": "Best-of-N (random search)",
-    "inference_scaling": "Inference Scaling (zero-order search)",
-    "demon": "Demon (tanh)",
-    "free2guide": "Free2Guide",
-}
-
-
-def make_sampler(
-    name: str, verifier, num_steps: int = 50, guidance_scale: float = 5.0, max_rows: int = 1024, **options
-) -> InferenceSampler:
-    """A sampler by name with its own options (e.g. make_sampler('demon', reward, kind='boltzmann'))."""
-    import importlib
-
-    if name not in SAMPLERS:
-        raise KeyError(f"unknown sampler {name!r}; available: {', '.join(SAMPLERS)}")
-    module, cls = SAMPLERS[name]
-    klass = getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-    return klass(verifier, num_steps=num_steps, guidance_scale=guidance_scale, max_rows=max_rows, **options)

@@ -22,11 +22,23 @@ IterComp's three; `reward: "compositional:0.5,clip:0.5"`-style mixes give each p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 
 from ..models import T2IModel
-from .common import LoraSpec, PromptSource, UNetMethod, differentiable
+from ..sources import PromptSource
+from .common import LoraSpec, UNetMethod, differentiable, spec_fields
 from .draft import BackpropSpec, backprop_images, reward_objective
+
+
+@dataclass
+class IterPOSpec(BackpropSpec):
+    """IterPO's settings (params.yaml: iterpo.*): ReFL's one gradient step and its hinge."""
+
+    mode: Literal["draft", "refl"] = "refl"
+    objective: Literal["linear", "hinge"] = "hinge"
 
 
 class IterPO(UNetMethod):
@@ -46,7 +58,7 @@ class IterPO(UNetMethod):
             raise ValueError("IterPO is ReFL-style feedback learning: spec.mode must be 'refl', objective 'hinge'")
         if not rewards:
             raise ValueError("IterPO needs at least one reward")
-        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
+        super().__init__(model, batch_size, {"spec": spec_fields(spec, BackpropSpec), **(fingerprint or {})}, lora=lora)
         self.rewards = [(differentiable(r), float(w)) for r, w in rewards]
         self.prompts, self.spec = prompts, spec
 

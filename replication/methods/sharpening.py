@@ -18,7 +18,7 @@ chosen trajectory with gradients (m evaluations). The rollout is deterministic, 
 exactly the loss and gradient of the released code, which keeps the graph of all n trajectories
 and backpropagates one of them (tests/test_sharpening.py checks the equality): at equal batch
 size it holds 1/n of the activations, and its backward pass covers one trajectory instead of n
-(benchmarks/bench_sharpening_step.py: about 3x faster per step at batch 8 on a CPU). The argmax
+(benchmarks/bench_sharpening_step.py measures the difference). The argmax
 is per caption, so batches larger than one work (the released code takes it over the whole
 batch, mixing captions).
 
@@ -38,25 +38,27 @@ RLHF variant (Algorithm 2, Eqs. 10-11), prompts only, for each prompt of a batch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from .. import diffusion
 from ..models import Cond, T2IModel
-from .common import ImageTextSource, LoraSpec, PromptSource, UNetMethod
+from ..sources import ImageTextSource, PromptSource
+from .common import LoraSpec, UNetMethod, spec_fields
 
 
 @dataclass
 class SharpeningSpec:
-    """Hyperparameters shared by SFT and RLHF sharpening (params.yaml: sft_sharpening.*)."""
+    """The core both variants share (params.yaml: sft_sharpening.*, and rlhf_sharpening.* through RLHFSpec)."""
 
-    n: int = 3
-    m: int = 3
-    infer_steps: int = 25
-    aggregate: str = "sum"  # "sum" (paper) | "mean" (released code); same argmax, different scale
-    x0: str = "tweedie"  # "tweedie" (released code) | "ode" (paper, Eq. 6)
-    ode_steps: int = 4
+    n: int = 3  # trajectories (noise samples) per image (paper: 3)
+    m: int = 3  # denoising steps per trajectory (paper: 3)
+    infer_steps: int = 25  # rollout grid: stride 1000 // infer_steps timesteps (released code: 25, stride 40)
+    aggregate: Literal["sum", "mean"] = "sum"  # trajectory score: paper Eq. 8 sums, the code averages; same argmax
+    x0: Literal["tweedie", "ode"] = "tweedie"  # one-step x0 (released code) | the PF-ODE (paper, Eq. 6)
+    ode_steps: int = 4  # DDIM steps of the PF-ODE when x0 = ode
 
     def __post_init__(self):
         if self.n < 1 or self.m < 1:
@@ -148,7 +150,9 @@ class SFTSharpening(UNetMethod):
         fingerprint: dict | None = None,
         lora: LoraSpec | None = None,
     ):
-        super().__init__(model, batch_size, {"spec": vars(spec), **(fingerprint or {})}, lora=lora)
+        super().__init__(
+            model, batch_size, {"spec": spec_fields(spec, SharpeningSpec), **(fingerprint or {})}, lora=lora
+        )
         self.reward, self.data, self.spec = reward, data, spec
 
     def loss(self, step: int, gen: torch.Generator):
@@ -181,20 +185,24 @@ RLHF_LOSSES = ("paper", "official", "dpo")
 
 
 @dataclass
-class RLHFSpec:
-    """What RLHF sharpening adds to the shared core (params.yaml: rlhf_sharpening.*)."""
+class RLHFSpec(SharpeningSpec):
+    """What RLHF sharpening adds to the shared core (params.yaml: rlhf_sharpening.*); defaults follow the paper."""
 
-    loss: str = "paper"  # "paper" (Eq. 11) | "official" (released code) | "dpo" (Diffusion-DPO on best/worst)
-    beta: float = 500.0  # see rlhf_loss; the released code uses 2500 for SDXL
-    margin_scale: float = 1.0  # multiplies R(x^w) - R(x^l) (paper: 1)
+    x0: Literal["tweedie", "ode"] = "ode"  # the paper's Eq. 6 (tweedie = the released code)
+    loss: Literal["paper", "official", "dpo"] = "paper"  # Eq. 11 | the released code | Diffusion-DPO on best/worst
+    beta: float = 2500.0  # NOT STATED in the paper; the released code's value for SDXL (see rlhf_loss)
+    margin_scale: float = 1.0  # units of the reward margin R(x^w) - R(x^l) inside Eq. 11 (paper: 1)
     gen_steps: int = 25  # DDIM steps generating x0 with the current model (released code: 25)
     gen_guidance: float = 5.0  # CFG while generating (paper: as at evaluation; released code: 1, none)
 
     def __post_init__(self):
+        super().__post_init__()
         if self.loss not in RLHF_LOSSES:
             raise ValueError(f"loss must be one of {', '.join(RLHF_LOSSES)}, got {self.loss!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.n < 2:
+            raise ValueError("RLHF sharpening compares the best and the worst trajectory: it needs n >= 2")
 
 
 def masked_mean(v: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -254,41 +262,34 @@ class RLHFSharpening(UNetMethod):
         reward,
         prompts: PromptSource,
         batch_size: int,
-        spec: SharpeningSpec,
-        rlhf: RLHFSpec,
+        spec: RLHFSpec,
         lora: LoraSpec | None = None,
         fingerprint: dict | None = None,
     ):
-        if spec.n < 2:
-            raise ValueError("RLHF sharpening compares the best and the worst trajectory: it needs n >= 2")
         super().__init__(
-            model,
-            batch_size,
-            {"spec": vars(spec), "rlhf": vars(rlhf), **(fingerprint or {})},
-            lora=lora,
-            reference=True,
+            model, batch_size, {"spec": spec_fields(spec, RLHFSpec), **(fingerprint or {})}, lora=lora, reference=True
         )
-        self.reward, self.prompts, self.spec, self.rlhf = reward, prompts, spec, rlhf
+        self.reward, self.prompts, self.spec = reward, prompts, spec
 
     @torch.no_grad()
     def select(self, gen: torch.Generator) -> Exploration:
         """Steps 1-2: generate x0 with the current model (as it samples at evaluation), re-noise it n times,
         roll out and score the trajectories; the pair is the best and the worst of each prompt."""
-        model, spec, rl = self.model, self.spec, self.rlhf
+        model, spec = self.model, self.spec
         prompts = self.prompts.batch(self.batch_size, gen)
         noise = torch.randn((len(prompts), *model.latent_shape), generator=gen).to(self.device, model.dtype)
         x0 = diffusion.sample(
-            model.denoiser(model.encode_prompts(prompts), rl.gen_guidance),
+            model.denoiser(model.encode_prompts(prompts), spec.gen_guidance),
             model.scheduler,
             noise * model.scheduler.init_noise_sigma,
-            rl.gen_steps,
+            spec.gen_steps,
         )
         return explore(model, self.reward, x0, prompts, spec, gen)
 
     def pair_loss(self, ex: Exploration):
         """Step 3: best (w) and worst (l) again with gradients through the unrolled steps, the frozen
         reference on the same inputs, and the chosen loss variant (`rlhf_loss`). Returns (loss, z, margin)."""
-        model, spec, rl, sched = self.model, self.spec, self.rlhf, self.model.scheduler
+        model, spec, sched = self.model, self.spec, self.model.scheduler
         b, dev = ex.scores.shape[0], self.device
         rows = torch.arange(b, device=dev) * spec.n
         pick = torch.cat([rows + ex.scores.argmax(1).to(dev), rows + ex.scores.argmin(1).to(dev)])
@@ -302,13 +303,13 @@ class RLHFSharpening(UNetMethod):
         )
         target = step_targets(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], traj.t).float()
         mse = (traj.out.float() - target).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
-        k = 1 if rl.loss == "official" else spec.m
+        k = 1 if spec.loss == "official" else spec.m
         ref_fn = self.ref_denoiser(Cond.cat([ex.cond[pick]] * k))  # the first k steps in one batched call
         ref_out = ref_fn(traj.x[:k].detach().flatten(0, 1), traj.t[:k].flatten()).view(k, *traj.out.shape[1:])
         ref_mse = (ref_out.float() - target[:k]).pow(2).mean(dim=(2, 3, 4))  # (k, 2B)
-        margin = rl.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
+        margin = spec.margin_scale * (ex.scores.max(1).values - ex.scores.min(1).values).to(dev).float()
         loss, z = rlhf_loss(
-            rl.loss,
+            spec.loss,
             mse[:, :b],
             mse[:, b:],
             ref_mse[:, :b],
@@ -316,7 +317,7 @@ class RLHFSharpening(UNetMethod):
             traj.valid[:, :b],
             traj.valid[:, b:],
             margin,
-            rl.beta,
+            spec.beta,
         )
         return loss, z, margin
 

@@ -11,7 +11,8 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from .common import ImageTextSource, LoraSpec, UNetMethod
+from ..sources import ImageTextSource
+from .common import LoraSpec, UNetMethod
 
 
 class StandardFinetune(UNetMethod):

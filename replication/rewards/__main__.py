@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tensors import to_float
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
@@ -28,8 +30,7 @@ def load_images(folder: Path) -> tuple[list[Path], list[torch.Tensor]]:
         raise SystemExit(f"error: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
     tensors = []
     for p in files:  # file decoding happens once, outside any hot path
-        arr = np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8)
-        tensors.append(torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255)
+        tensors.append(to_float(np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8)[None])[0])
     return files, tensors
 
 
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     a = ap.parse_args(argv)
 
-    from . import load_reward
+    from .registry import load_reward
 
     files, tensors = load_images(a.images)
     prompts = [line.strip() for line in a.prompts.read_text().splitlines() if line.strip()]

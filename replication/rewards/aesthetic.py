@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import paths
+from ..tensors import unwrap
 from .base import ImagePreprocess, check_batch
 from .clip import _features
-from .fusion import PreferenceHead
+from .parts import PreferenceHead
 
 FORMAT = "aesthetic-mlp"
 LAION_MLP_URL = (
@@ -99,7 +100,7 @@ def save_aesthetic(
     out.mkdir(parents=True, exist_ok=True)
     clip.save_pretrained(str(out / "clip"))
     (out / "clip" / "preprocessor_config.json").write_text(json.dumps(preprocess.config(), indent=1))
-    mlp = getattr(mlp, "module", mlp)
+    mlp = unwrap(mlp)
     save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(out / "mlp.safetensors"))
     dims = [m.out_features for m in mlp.layers if isinstance(m, torch.nn.Linear)][:-1]
     cfg = {"format": FORMAT, "head_dims": dims, **(extra or {})}
@@ -194,7 +195,7 @@ class RatingRegression:
         return loss, {"rmse": loss.sqrt().item()}
 
     def save(self, out_dir: Path) -> None:
-        mlp = getattr(self.mlp, "module", self.mlp).eval()
+        mlp = unwrap(self.mlp).eval()
         self.scorer.mlp = mlp.to(self.scorer.device).requires_grad_(False)
         self.scorer.save(out_dir, {"train_images": len(self.y), **self.extra})
 
@@ -216,6 +217,3 @@ def regression_report(pred: np.ndarray, target: np.ndarray) -> dict:
         "rmse": round(float(np.sqrt(np.mean((pred - target) ** 2))), 4),
         "n": int(len(pred)),
     }
-
-
-__all__ = ["AestheticScore", "RatingRegression", "load_laion", "regression_report", "LAION_MLP_URL"]

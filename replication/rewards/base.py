@@ -76,14 +76,20 @@ class ImagePreprocess:
 
 
 class Weighted:
-    """A weighted sum of rewards, e.g. parse_weights('clip:0.5,aesthetic:0.5')."""
+    """A weighted sum of rewards, e.g. parse_weights('clip:0.5,aesthetic:0.5'). Differentiable (`with_grad`)
+    when every part is; `with_grad` is None otherwise."""
 
     def __init__(self, parts: list[tuple[Reward, float]]):
         self.parts = parts
         self.name = ",".join(f"{r.name}:{w:g}" for r, w in parts)
+        if not all(callable(getattr(r, "with_grad", None)) for r, _ in parts):
+            self.with_grad = None
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         return sum(w * r(images, prompts) for r, w in self.parts)
+
+    def with_grad(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        return sum(w * r.with_grad(images, prompts) for r, w in self.parts)
 
 
 def parse_weights(spec: str) -> list[tuple[str, float]]:

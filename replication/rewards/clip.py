@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import paths
+from ..tensors import to_float, unwrap
 from .base import ImagePreprocess, check_batch
 
 
@@ -87,9 +88,28 @@ class CLIPScore:
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         return self.scale * self.cosine(images, prompts)
 
+    def with_grad(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """The same score with gradients flowing back to the images (DRaFT, ReFL); the text side stays cached."""
+        check_batch(images, prompts)
+        f = _features(self.model.get_image_features(pixel_values=self.preprocess(images.float())))
+        f = f / f.norm(dim=-1, keepdim=True)
+        return self.scale * (f * self.embed_texts(prompts)).sum(-1)
+
 
 # ----------------------------------------------------------------------------- the tiny world's CLIP
-def build_tiny_clip(arch, tokenizer, seed: int = 0):
+@dataclass
+class ClipArch:
+    """Sizes of a tiny CLIP (params.yaml: clip.reward.arch, clip.evaluator.arch)."""
+
+    image_size: int = 32
+    patch_size: int = 4
+    width: int = 64
+    layers: int = 3
+    heads: int = 4
+    embed_dim: int = 64
+
+
+def build_tiny_clip(arch: ClipArch, tokenizer, seed: int = 0):
     from transformers import CLIPConfig, CLIPModel
 
     torch.manual_seed(seed)
@@ -126,7 +146,7 @@ class Pairs:
 
     def take(self, idx) -> tuple[torch.Tensor, list[str]]:
         idx = np.asarray(idx)
-        x = torch.from_numpy(self.images[idx]).permute(0, 3, 1, 2).float() / 255
+        x = to_float(self.images[idx])
         return x, [self.captions[i] for i in idx]
 
 
@@ -191,7 +211,7 @@ class ContrastiveTraining:
             return_loss=True,
         )
         acc = (out.logits_per_image.argmax(1) == torch.arange(len(idx), device=dev)).float().mean()
-        scale = getattr(self.model, "module", self.model).logit_scale.exp()  # unwrap DDP if present
+        scale = unwrap(self.model).logit_scale.exp()
         return out.loss, {"batch_acc": acc.item(), "logit_scale": scale.item()}
 
     def save(self, out_dir: Path) -> None:

@@ -16,42 +16,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from .base import ImagePreprocess
-from .preference import ZScoredReward, _run_vision, freeze_vision
+from .parts import PreferenceHead, ZScoredReward, freeze_vision, run_vision
 
 FORMAT = "fusion-reward"
 # ImageReward v1.0's normalisation of its raw score (mean and std over its own evaluation set)
 IMAGEREWARD_MEAN = 0.16717362830052426
 IMAGEREWARD_STD = 1.0333394966054072
-HEAD_DIMS = (1024, 128, 64, 16)
-HEAD_DROPOUT = (0.2, 0.2, 0.1)
-
-
-class PreferenceHead(nn.Module):
-    """ImageReward's MLP: Linear(d, 1024), Dropout, Linear(1024, 128), Dropout, Linear(128, 64), Dropout,
-    Linear(64, 16), Linear(16, 1) (indices 0, 2, 4, 6, 7 as in its checkpoint; no activations)."""
-
-    def __init__(self, d_in: int, dims: Sequence[int] = HEAD_DIMS, dropout: Sequence[float] = HEAD_DROPOUT):
-        super().__init__()
-        layers: list[nn.Module] = []
-        prev = d_in
-        for i, d in enumerate(dims):
-            layers.append(nn.Linear(prev, d))
-            if i < len(dropout):
-                layers.append(nn.Dropout(dropout[i]))
-            prev = d
-        layers.append(nn.Linear(prev, 1))
-        self.layers = nn.Sequential(*layers)  # PyTorch's default initialisation: ImageReward's N(0, 1/(d+1))
-        # weights make the product of five linear maps vanish, and a tiny model trained briefly never recovers
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x).squeeze(-1)
 
 
 class FusionModel(nn.Module):
@@ -73,7 +49,7 @@ class FusionModel(nn.Module):
         return self
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        h = _run_vision(self.vision, pixel_values, clip_style=self.vision_kind == "clip")
+        h = run_vision(self.vision, pixel_values, clip_style=self.vision_kind == "clip")
         return self.vision.post_layernorm(h)
 
     def score_encoded(
@@ -287,14 +263,3 @@ def load_imagereward(
     return FusionReward(
         FusionModel(vision, text, head, "blip"), tok, ImagePreprocess(grid * patch), name, max_length, mean, std, device
     )
-
-
-__all__ = [
-    "FusionModel",
-    "FusionReward",
-    "PreferenceHead",
-    "load_imagereward",
-    "convert_imagereward_state",
-    "IMAGEREWARD_MEAN",
-    "IMAGEREWARD_STD",
-]

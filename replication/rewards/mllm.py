@@ -42,11 +42,14 @@ import urllib.request
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import numpy as np
 import torch
+
+from ..tensors import to_uint8
 
 ASPECTS = ("accuracy", "creativity", "quality", "consistency", "emotion")
 KEYS = ASPECTS + ("overall",)
@@ -142,6 +145,22 @@ def _is_loopback(url: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- the client
+@dataclass
+class MLLMParams:
+    """The grader's settings (params.yaml: mllm). base_url 'local' starts the tiny world's grader on 127.0.0.1;
+    otherwise any OpenAI-compatible endpoint, its key read from the environment variable `api_key_env` (never
+    written to params.yaml)."""
+
+    base_url: str = "local"
+    model: str = "gpt-4o"
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+    max_retries: int = 3
+    backoff: float = 1.0
+    concurrency: int = 8
+    max_requests: int = 100_000
+
+
 class GraderClient:
     """Grades images through `POST {base_url}/chat/completions` (one image per request, several in flight)."""
 
@@ -149,12 +168,12 @@ class GraderClient:
         self,
         base_url: str,
         model: str,
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 60.0,
-        max_retries: int = 3,
-        backoff: float = 1.0,
-        concurrency: int = 8,
-        max_requests: int = 100_000,
+        api_key_env: str | None = MLLMParams.api_key_env,
+        timeout: float = MLLMParams.timeout,
+        max_retries: int = MLLMParams.max_retries,
+        backoff: float = MLLMParams.backoff,
+        concurrency: int = MLLMParams.concurrency,
+        max_requests: int = MLLMParams.max_requests,
         temperature: float = 0.0,
         max_tokens: int = 300,
     ):
@@ -511,15 +530,13 @@ class MLLMGrader:
 
     def grade(self, images, prompts: Sequence[str]) -> dict[str, np.ndarray]:
         from ..world.parser import as_float_images
+        from .base import check_batch
 
         if isinstance(images, torch.Tensor) and images.dtype != torch.uint8:
-            from .base import check_batch
-
             check_batch(images, prompts)
-            u8 = (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         else:
-            u8 = (as_float_images(images) * 255).round().byte().permute(0, 2, 3, 1).numpy()
-        return self.client.grade(u8, list(prompts))
+            images = as_float_images(images)
+        return self.client.grade(to_uint8(images), list(prompts))
 
     def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         overall = self.grade(images, prompts)["overall"]

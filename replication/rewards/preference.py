@@ -16,11 +16,11 @@ model (ImageReward's own BLIP design, `rewards.fusion`) trained from scratch did
 within this stage's time budget on the tiny CPU, while the CLIP towers start from a model that
 already aligns images and text.
 
-Temperature: the CLIP's exp(s) (~23) is its contrastive one; on the simulated rater's noisy pairs the
-Bradley-Terry optimum is ~9-15x smaller (training loss 1.21 at the CLIP's value vs 0.67 at the optimum), and
-with lr 1e-4 s barely moves in 100 steps, so the first updates chase confidently mis-ordered pairs and
-the fine-tuned reward ended below its CLIP on held-out rater pairs. `calibrate_temperature` fits s on the
-image-side training pairs before fine-tuning (`PairwiseTraining(calibrate=True)`).
+Temperature: the CLIP's exp(s) is its contrastive one (a softmax over a batch of captions); on the simulated
+rater's noisy pairs the Bradley-Terry optimum is several times smaller, and with a small learning rate s barely
+moves in a short fine-tuning, so the first updates chase confidently mis-ordered pairs and the fine-tuned reward
+can end below its CLIP on held-out rater pairs. `calibrate_temperature` fits s on the image-side training pairs
+before fine-tuning (`PairwiseTraining(calibrate=True)`; the reward report records the loss before and after).
 
 Paper scale: `load_preference` also reads ImageReward v1.0 / IterComp-style BLIP checkpoints
 (`rewards.fusion.load_imagereward`), behind the same call.
@@ -39,96 +39,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import paths
-from .base import ImagePreprocess, check_batch
+from ..tensors import to_float, unwrap
+from .base import ImagePreprocess
 from .clip import _features
 from .pairs import Comparisons
+from .parts import PreferenceHead, ZScoredReward, freeze_vision, run_vision
 
 FORMAT = "clip-preference"
-
-
-class ZScoredReward:
-    """reward(images, prompts) = (raw - mean) / std for a model with
-    `encode_images(pixel_values)` and `score_encoded(encoded, input_ids, attention_mask)`."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        tokenizer,
-        preprocess: ImagePreprocess,
-        name: str,
-        max_length: int,
-        mean: float = 0.0,
-        std: float = 1.0,
-        device="cpu",
-        batch_size: int = 256,
-    ):
-        self.model = model.to(device).eval().requires_grad_(False)
-        self.tokenizer, self.preprocess, self.name = tokenizer, preprocess, name
-        self.max_length, self.mean, self.std = int(max_length), float(mean), float(std)
-        self.device, self.batch_size = torch.device(device), batch_size
-
-    def tokens(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        tok = self.tokenizer(
-            list(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
-        return tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
-
-    @torch.no_grad()
-    def raw(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        check_batch(images, prompts)
-        out = []
-        for s in range(0, len(prompts), self.batch_size):
-            px = self.preprocess(images[s : s + self.batch_size].to(self.device, torch.float32))
-            ids, mask = self.tokens(prompts[s : s + self.batch_size])
-            out.append(self.model.score_encoded(self.model.encode_images(px), ids, mask).float())
-        return torch.cat(out) if out else torch.zeros(0, device=self.device)
-
-    def __call__(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        return (self.raw(images, prompts) - self.mean) / self.std
-
-    def with_grad(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
-        """The same score with gradients flowing back to the images (DRaFT, ReFL, IterPO); one batch."""
-        check_batch(images, prompts)
-        ids, mask = self.tokens(prompts)
-        encoded = self.model.encode_images(self.preprocess(images.float()))
-        return (self.model.score_encoded(encoded, ids, mask).float() - self.mean) / self.std
-
-
-def _run_vision(vision, pixel_values: torch.Tensor, clip_style: bool) -> torch.Tensor:
-    """All tokens of a CLIP/BLIP vision tower. The frozen prefix (embeddings and leading layers without
-    trainable parameters) runs without autograd, unless the images themselves need gradients."""
-    layers = list(vision.encoder.layers)
-    n_frozen = next((i for i, l in enumerate(layers) if any(p.requires_grad for p in l.parameters())), len(layers))
-    frozen_embed = not any(p.requires_grad for p in vision.embeddings.parameters()) and not pixel_values.requires_grad
-    grad = torch.is_grad_enabled()
-    with torch.set_grad_enabled(grad and not frozen_embed):
-        h = vision.embeddings(pixel_values)
-        if clip_style:
-            h = vision.pre_layrnorm(h)
-    for i, layer in enumerate(layers):
-        with torch.set_grad_enabled(grad and not (frozen_embed and i < n_frozen)):
-            h = layer(h, None) if clip_style else layer(h)
-    return h
-
-
-def freeze_vision(vision, trainable_layers: int) -> None:
-    """Freeze a vision tower's embeddings and all but its last `trainable_layers` layers."""
-    layers = vision.encoder.layers
-    k = max(0, len(layers) - trainable_layers)
-    frozen = [vision.embeddings, getattr(vision, "pre_layrnorm", None), *layers[:k]]
-    if trainable_layers <= 0:  # the whole tower is fixed: its outputs can be computed once
-        frozen.append(vision.post_layernorm)
-    for m in frozen:
-        if m is not None:
-            m.requires_grad_(False)
 
 
 class CLIPPreference(nn.Module):
     """r = exp(s) * cos(CLIP image, CLIP text) [+ q(image embedding)]."""
 
     def __init__(self, clip, quality_head: bool, head_dims: Sequence[int] = (256, 64, 16)):
-        from .fusion import PreferenceHead
-
         super().__init__()
         self.clip = clip
         self.log_scale = nn.Parameter(clip.logit_scale.detach().clone().float().reshape(()))
@@ -146,7 +69,7 @@ class CLIPPreference(nn.Module):
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         v = self.clip.vision_model
-        h = _run_vision(v, pixel_values, clip_style=True)
+        h = run_vision(v, pixel_values, clip_style=True)
         f = self.clip.visual_projection(v.post_layernorm(h[:, 0]))
         return f / f.norm(dim=-1, keepdim=True)
 
@@ -366,7 +289,7 @@ class PairwiseTraining:
         }
 
     def loss(self, step: int, gen: torch.Generator):
-        m = getattr(self.model, "module", self.model)
+        m = unwrap(self.model)
         dev = next(m.parameters()).device
         idx = torch.randint(len(self.comps), (self.batch_size,), generator=gen).numpy()
         items = np.concatenate([self.comps.win[idx], self.comps.lose[idx]])
@@ -376,7 +299,7 @@ class PairwiseTraining:
             enc = self._encoded[torch.from_numpy(items[:, 0]).to(dev)]
         else:
             uniq, inv = np.unique(items[:, 0], return_inverse=True)
-            px = torch.from_numpy(self.comps.images[uniq]).to(dev).permute(0, 3, 1, 2).float() / 255
+            px = to_float(self.comps.images[uniq], dev)
             enc = m.encode_images(self.reward.preprocess(px))[torch.from_numpy(inv.reshape(-1)).to(dev)]
         ids, mask = self.ids[items[:, 1]], self.mask[items[:, 1]]
         width = int(mask.sum(1).max())
@@ -395,13 +318,13 @@ class PairwiseTraining:
     def _encode_pool(self, m, dev) -> torch.Tensor:
         out = []
         for s in range(0, len(self.comps.images), 512):
-            px = torch.from_numpy(self.comps.images[s : s + 512]).to(dev).permute(0, 3, 1, 2).float() / 255
+            px = to_float(self.comps.images[s : s + 512], dev)
             out.append(m.encode_images(self.reward.preprocess(px)))
         return torch.cat(out)
 
     def save(self, out_dir: Path) -> None:
-        self.reward.model = getattr(self.model, "module", self.model).eval().requires_grad_(False)
-        x = torch.from_numpy(self.norm_images).permute(0, 3, 1, 2).float() / 255
+        self.reward.model = unwrap(self.model).eval().requires_grad_(False)
+        x = to_float(self.norm_images)
         raw = self.reward.raw(x, self.norm_prompts)
         self.reward.mean, self.reward.std = float(raw.mean()), float(raw.std().clamp_min(1e-6))
         self.reward.save(out_dir, {"normalised_on": len(self.norm_prompts), **self.extra})
@@ -418,7 +341,7 @@ def item_scores(reward, comps: Comparisons, batch_size: int = 256) -> tuple[np.n
     scores = []
     for s in range(0, len(uniq), batch_size):
         chunk = uniq[s : s + batch_size]
-        px = torch.from_numpy(comps.images[chunk[:, 0]]).permute(0, 3, 1, 2).float() / 255
+        px = to_float(comps.images[chunk[:, 0]])
         scores.append(torch.as_tensor(reward(px.to(reward.device), [comps.texts[t] for t in chunk[:, 1]])).cpu())
     r = torch.cat(scores).double().numpy()[inv.reshape(-1)]
     return r[: len(comps)], r[len(comps) :]
@@ -437,18 +360,3 @@ def pairwise_accuracy(reward, comps: Comparisons) -> dict:
         if sel.any():
             out[label] = {"accuracy": round(float(hit[sel].mean()), 4), "n": int(sel.sum())}
     return out
-
-
-__all__ = [
-    "ZScoredReward",
-    "CLIPPreference",
-    "CLIPPreferenceReward",
-    "build_clip_preference",
-    "load_preference",
-    "PairwiseTraining",
-    "item_scores",
-    "pairwise_accuracy",
-    "freeze_vision",
-    "calibrate_temperature",
-    "bt_loss",
-]

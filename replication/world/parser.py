@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..tensors import to_float
 from . import vocab
 from .caption import Phrase, Spec, parse_prompt
 from .render import shape_mask as shape_inside
@@ -77,7 +78,7 @@ def as_float_images(images) -> torch.Tensor:
     if images.dtype == torch.uint8:
         if images.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(images.shape)}")
-        return images.permute(0, 3, 1, 2).float() / 255
+        return to_float(images)
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"float images must be (N, 3, H, W) in [0, 1], got {tuple(images.shape)}")
     return images.float().clamp(0, 1)

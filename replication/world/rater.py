@@ -25,14 +25,10 @@ pair *comparable* when the perceived difference is within ``tie_band``. Aestheti
 1 + 9 * quality plus Gaussian noise (``rating_noise``), clipped to [1, 10] (the LAION scale).
 All randomness comes from a torch.Generator the caller passes, so judgements are reproducible.
 
-Calibration (measured on models/base; stage feedback writes results/feedback_report.json):
-- base-model images: alignment mean 0.36-0.40 (spread 0-1), quality mean 0.75 (10-90th percentile
-  0.67-0.82); renders of the world: alignment 1, quality >= 0.97 (tests/test_rater.py);
-- two images of one prompt from the base model: the rater calls ~9-10% of pairs comparable; where
-  the alignments differ it follows alignment in >99% of pairs, where they are equal it follows
-  quality in ~58%; its noiseless utility agrees with its own noisy choices on ~85% of decided pairs
-  (the noise ceiling for any learned model of the rater);
-- ratings: mean 7.8, std 0.8 on base-model images, correlation 0.78 with the noiseless quality.
+How the rater judges the base model's images (its alignment and quality, how many pairs it calls comparable,
+the noise ceiling: how often its noiseless utility agrees with its own noisy choices, the ceiling for any learned
+model of it) is measured by stage feedback into results/feedback_report.json; renders of the world score
+alignment 1 and quality near 1 (tests/test_rater.py).
 """
 
 from __future__ import annotations

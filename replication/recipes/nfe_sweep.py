@@ -1,13 +1,11 @@
-"""Stages of the inference-time baselines and Fig. 5 (issue 5).
+"""The NFE sweep of Fig. 5: inference-time samplers over NFE budgets against the sharpened models at the base cost.
 
-nfe_sweep  each inference-time sampler (Best-of-N, Inference Scaling, Demon, Free2Guide) over NFE budgets
-           from the base cost to 100x it, and the sharpened models at the base cost, on a subset of the
-           DrawBench-like set: results/nfe_sweep.json (every metric column per budget with CIs, NFEs
-           from the model's counter), generated/nfe_sweep.npz (the images and per-image scores)
-fig5       CLIP score against NFE per image: paper_figures/fig5_nfe.{pdf,png}
-
-Every run caches its samples under .checkpoints/nfe_sweep/ (keyed by the model, verifier, prompts,
-seeds and the sampler's settings), so an interrupted sweep resumes where it stopped.
+Each inference-time sampler (Best-of-N, Inference Scaling, Demon, Free2Guide) runs from the base cost to 100x it
+on an evenly spaced subset of the DrawBench-like set, searching with a verifier (a training reward, never the
+evaluator); the sharpened models generate at the base cost. Every point is scored on the DrawBench-set columns
+with CIs and paired differences against the base model. Every run caches its samples under
+.checkpoints/nfe_sweep/ (keyed by the model, verifier, prompts, seeds, the sampler's settings and code), so an
+interrupted sweep resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -16,25 +14,64 @@ import dataclasses
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .. import data, evaluate, figures, paths, stats
-from ..config import Params
-from ..methods.inference_time import LABELS, NoiseSearch, SamplerResult, Verifier, make_sampler
+from .. import data, evaluate, metrics, paths, stats
+from ..digests import file_digest, source_digest
+from ..evaluate import GENERATION_CODE
+from ..methods.demon import DemonSpec
+from ..methods.free2guide import Free2GuideSpec
+from ..methods.inference_scaling import ZeroOrderSpec
+from ..methods.inference_time import NoiseSearch, SamplerResult, Verifier
+from ..methods.samplers import LABELS, make_sampler
 from ..models import T2IModel
-from ..rewards import REGISTRY as REWARD_REGISTRY
-from ..rewards import load_reward, parse_weights
-from ..train import file_digest, source_digest
-from .common import device, model_source, write_json
+from ..rewards.registry import load_reward, reward_models
+from ..tensors import default_device, to_uint8
+
+
+@dataclass
+class NFESweepParams:
+    """params.yaml: nfe_sweep."""
+
+    model: str = "models/base"
+    revision: str | None = None
+    verifier: str = "clip"  # a reward name (rewards.registry.load_reward); never the evaluator
+    prompts: str = "drawbench"
+    n_prompts: int = 24  # evenly spaced over the set (every category)
+    num_steps: int = 20  # base cost = num_steps x 2 NFE (CFG)
+    guidance_scale: float = 5.0
+    budgets: tuple[int, ...] = (1, 3, 10, 30, 100)  # multiples of the base cost
+    methods: tuple[str, ...] = ("best_of_n", "inference_scaling", "demon", "free2guide")
+    sharpened: tuple[str, ...] = ("models/sft_sharpening",)  # pipelines evaluated at the base cost
+    columns: tuple[str, ...] = ("clip", "aesthetic", "image_reward")  # DrawBench-set metric columns
+    seed: int = 0
+    max_rows: int = 1024  # UNet rows per network call
+    confidence: float = 0.95
+    bootstrap: int = 2000
+    demon: DemonSpec = field(default_factory=DemonSpec)
+    free2guide: Free2GuideSpec = field(default_factory=Free2GuideSpec)
+    inference_scaling: ZeroOrderSpec = field(default_factory=ZeroOrderSpec)
+
+    def __post_init__(self):
+        bad = [c for c in self.columns if c not in metrics.DRAWBENCH_COLUMNS]
+        if bad:
+            raise ValueError(
+                f"nfe_sweep.columns {bad} are not DrawBench-set columns; choose from "
+                f"{', '.join(metrics.DRAWBENCH_COLUMNS)}"
+            )
+        unknown = [m for m in self.methods if m not in LABELS]
+        if unknown:
+            raise ValueError(f"nfe_sweep.methods {unknown} are unknown; choose from {', '.join(LABELS)}")
+        if not self.budgets or min(self.budgets) < 1:
+            raise ValueError(f"nfe_sweep.budgets are multiples of the base cost, each >= 1; got {list(self.budgets)}")
+
 
 SHARPENED_LABELS = {"sft_sharpening": "SFT Diffusion-Sharpening", "rlhf_sharpening": "RLHF Diffusion-Sharpening"}
-
-
-def generated() -> Path:
-    return paths.root() / "generated"
 
 
 def sweep_rows(prompt_set: str, n: int, seed: int) -> tuple[list[dict], list[int]]:
@@ -48,7 +85,8 @@ def sweep_rows(prompt_set: str, n: int, seed: int) -> tuple[list[dict], list[int
     return [{**rows[i], "set": "drawbench", "split": "all", "index": i} for i in idx], [all_seeds[i] for i in idx]
 
 
-def sampler_options(s, method: str) -> dict:
+def sampler_options(s: NFESweepParams, method: str) -> dict:
+    """A sampler's own options from its entry of the section (Best-of-N has none)."""
     sub = getattr(s, method, None)
     return dataclasses.asdict(sub) if dataclasses.is_dataclass(sub) else {}
 
@@ -98,7 +136,7 @@ def _load_run(path: Path) -> tuple[dict[int, SamplerResult], float]:
 
 def _run_cached(sampler, model, prompts, seeds, budgets, fingerprint: dict) -> tuple[dict[int, SamplerResult], float]:
     """sampler.sample_budgets, or its cached result from an earlier (interrupted) run of the same settings."""
-    key = _key({**fingerprint, "budgets": budgets, "code": source_digest(sampler)})
+    key = _key({**fingerprint, "budgets": budgets, "code": source_digest(sampler, *GENERATION_CODE)})
     path = paths.checkpoints() / "nfe_sweep" / f"{sampler.name}-{key}.npz"
     if path.exists():
         return _load_run(path)
@@ -111,12 +149,12 @@ def _run_cached(sampler, model, prompts, seeds, budgets, fingerprint: dict) -> t
 
 def _score(suite, model, latents: torch.Tensor, rows) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     with torch.no_grad():
-        images = evaluate.to_uint8(model.decode(latents.to(model.device, model.dtype)))
+        images = to_uint8(model.decode(latents.to(model.device, model.dtype)))
     return images, suite.score(images, rows)
 
 
 def _summary(per_image: dict, base: dict | None, s) -> dict:
-    out = {"columns": evaluate.summarise_columns(per_image, s.confidence, s.bootstrap, s.seed)}
+    out = {"columns": metrics.summarise_columns(per_image, s.confidence, s.bootstrap, s.seed)}
     if base is not None:
         out["vs_base"] = {
             c: {
@@ -128,32 +166,20 @@ def _summary(per_image: dict, base: dict | None, s) -> dict:
     return out
 
 
-def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
-    """Stage nfe_sweep: inference-time samplers over NFE budgets, sharpened models at the base cost."""
-    from tqdm.auto import tqdm
-
-    s = p.nfe_sweep
-    bad = [c for c in s.columns if c not in evaluate.DRAWBENCH_COLUMNS]
-    if bad:
-        raise ValueError(
-            f"nfe_sweep.columns {bad} are not DrawBench-set columns; choose from "
-            f"{', '.join(evaluate.DRAWBENCH_COLUMNS)}"
-        )
-    unknown = [m for m in s.methods if m not in LABELS]
-    if unknown:
-        raise ValueError(f"nfe_sweep.methods {unknown} are unknown; choose from {', '.join(LABELS)}")
-    if not s.budgets or min(s.budgets) < 1:
-        raise ValueError(f"nfe_sweep.budgets are multiples of the base cost, each >= 1; got {list(s.budgets)}")
+def nfe_sweep(s: NFESweepParams, mllm=None, show_progress: bool = True) -> tuple[dict, dict[str, np.ndarray]]:
+    """Inference-time samplers over NFE budgets and the sharpened models at the base cost: the result (every
+    column per budget with CIs, NFEs from the model's counter) and the arrays of generated/nfe_sweep.npz (the
+    images and verifier scores). `mllm`: the grader's settings when the columns include it."""
     missing = [m for m in s.sharpened if not (paths.resolve(m) / "model_index.json").exists()]
     if missing:
         raise FileNotFoundError(
             f"nfe_sweep.sharpened: no pipeline at {missing}; run the stage that trains it "
             f"(e.g. `dvc repro sft_sharpening`) or remove it from nfe_sweep.sharpened"
         )
-    dev = device()
+    dev = default_device()
     rows, seeds = sweep_rows(s.prompts, s.n_prompts, s.seed)
     prompts = [r["prompt"] for r in rows]
-    src = model_source(s.model)
+    src = paths.model_source(s.model)
     model = T2IModel.from_pretrained(src, device=dev, revision=s.revision)
     model.unet.eval()
     verifier = Verifier(load_reward(s.verifier, dev))
@@ -166,15 +192,11 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
         "seeds": seeds,
         "num_steps": s.num_steps,
         "guidance_scale": s.guidance_scale,
-        "verifier_models": {
-            n: file_digest(paths.resolve(REWARD_REGISTRY[n][1]))
-            for n, _ in parse_weights(s.verifier)
-            if n in REWARD_REGISTRY and paths.resolve(REWARD_REGISTRY[n][1]).exists()
-        },
+        "verifier_models": reward_models(s.verifier),
     }
     t_start = time.perf_counter()
-    sources = {"mllm": p.mllm} if "mllm" in s.columns else None
-    suite = evaluate.MetricSuite.load(s.columns, dev, sources)
+    sources = {"mllm": mllm} if "mllm" in s.columns else None
+    suite = metrics.MetricSuite.load(s.columns, dev, sources)
     npz: dict[str, np.ndarray] = {}
     try:
         # the base model (plain DDIM at the base cost): every curve's first point and the paired reference
@@ -252,7 +274,7 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
     out["settings"] = {
         "model": s.model,
         "verifier": s.verifier,
-        "evaluators": {c: evaluate.EVALUATORS[c][0] for c in s.columns},
+        "evaluators": {c: metrics.EVALUATORS[c][0] for c in s.columns},
         "prompts": s.prompts,
         "n_prompts": len(prompts),
         "prompt_indices": [r["index"] for r in rows],
@@ -267,19 +289,4 @@ def nfe_sweep(p: Params, show_progress: bool = True) -> dict:
         "nfe_source": "T2IModel.nfe (every UNet row; CFG counts 2 per latent per step)",
     }
     out["seconds_total"] = round(time.perf_counter() - t_start, 1)
-    generated().mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(generated() / "nfe_sweep.npz", prompts=np.array(prompts), seeds=np.array(seeds), **npz)
-    write_json(paths.results() / "nfe_sweep.json", out)
-    return out
-
-
-def fig5(p: Params) -> list[Path]:
-    """Stage fig5: CLIP score against NFE per image (log x), from results/nfe_sweep.json only."""
-    path = paths.results() / "nfe_sweep.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro nfe_sweep` first")
-    fig = figures.nfe_curve(json.loads(path.read_text()), column="clip")
-    return figures.save(fig, "fig5_nfe", dpi=p.figures.dpi)
-
-
-__all__ = ["nfe_sweep", "fig5", "sweep_rows"]
+    return out, {"prompts": np.array(prompts), "seeds": np.array(seeds), **npz}

@@ -1,25 +1,55 @@
-"""The tiny base model: a StableDiffusionPipeline trained from scratch on the T2I-2M-role set.
+"""The base model: the tiny StableDiffusionPipeline trained from scratch on the T2I-2M-role set, or SDXL.
 
 Two phases through the one training loop: (1) the VAE (L1 + L2 reconstruction, a small KL
 term), after which the latent scaling factor is set to 1 / std of the latents as in SD;
-(2) the UNet and the text encoder with the epsilon objective and 10% caption dropout (for
-classifier-free guidance). At paper scale the stage instead materialises SDXL from the hub
-(pinned revision) into the same folder, so every later stage reads ``models/base`` alike.
+(2) the UNet and the text encoder with the epsilon objective and caption dropout (for
+classifier-free guidance). Then the model's quality on the CompBench-like set, next to chance and
+to the VAE's ceiling (`evaluate.base_model_report`). At paper scale the recipe instead materialises
+SDXL from the hub (pinned revision) into the same folder, so every later stage reads ``models/base`` alike.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import data, paths
-from .config import BaseModelParams
-from .methods.common import ImageTextSource
-from .methods.standard import StandardFinetune
-from .models import T2IModel, build_tiny_sd, load_pipeline
-from .train import file_digest, train
+from .. import data, evaluate, paths
+from ..digests import file_digest
+from ..evaluate import GenerationParams
+from ..methods.standard import StandardFinetune
+from ..models import T2IModel, TinyArch, build_tiny_sd, load_pipeline
+from ..sources import ImageTextSource
+from ..tensors import default_device, unwrap
+from ..train import TrainParams, train
+
+
+@dataclass
+class VAEParams:
+    kl_weight: float = 1e-6
+    train: TrainParams = field(default_factory=lambda: TrainParams(steps=2000, batch_size=32, lr=1e-3))
+
+
+@dataclass
+class UNetPretrainParams:
+    cond_dropout: float = 0.1  # share of captions replaced by "" (classifier-free guidance)
+    train: TrainParams = field(default_factory=lambda: TrainParams(steps=3000, batch_size=64, lr=5e-4))
+
+
+@dataclass
+class BaseModelParams:
+    """params.yaml: base_model."""
+
+    source: str = "tiny"  # "tiny": train the tiny model here; otherwise a hub id or folder to materialise
+    revision: str | None = None
+    dataset: str = "t2i2m"
+    arch: TinyArch = field(default_factory=TinyArch)
+    vae: VAEParams = field(default_factory=VAEParams)
+    unet: UNetPretrainParams = field(default_factory=UNetPretrainParams)
+    report_prompts: int = 256  # CompBench-like prompts per category and split for the quality report
+    generation: GenerationParams = field(default_factory=GenerationParams)
 
 
 class VAETraining:
@@ -39,7 +69,7 @@ class VAETraining:
     def fingerprint(self) -> dict:
         # diffusers' private config keys (`_use_default_values` lists a set, in hash order) would make the
         # fingerprint differ between processes, and a finished VAE would be retrained instead of reused
-        config = {k: v for k, v in getattr(self.vae, "module", self.vae).config.items() if not k.startswith("_")}
+        config = {k: v for k, v in unwrap(self.vae).config.items() if not k.startswith("_")}
         return {
             "method": self.name,
             "data": self.data.name,
@@ -53,7 +83,7 @@ class VAETraining:
         dev = next(self.vae.parameters()).device
         images, _ = self.data.batch(self.batch_size, gen, dev)
         x = images * 2 - 1
-        vae = getattr(self.vae, "module", self.vae)
+        vae = unwrap(self.vae)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample(gen)).sample
         l1, l2 = (rec - x).abs().mean(), (rec - x).pow(2).mean()
@@ -61,7 +91,7 @@ class VAETraining:
         return l1 + l2 + self.kl_weight * kl, {"l1": l1.item(), "l2": l2.item(), "kl": kl.item()}
 
     def save(self, out_dir: Path) -> None:
-        getattr(self.vae, "module", self.vae).save_pretrained(str(out_dir))
+        unwrap(self.vae).save_pretrained(str(out_dir))
 
 
 @torch.no_grad()
@@ -131,3 +161,14 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
             "text_encoder": sum(x.numel() for x in pipe.text_encoder.parameters()),
         },
     }
+
+
+def base_model(p: BaseModelParams, show_progress: bool = True) -> dict:
+    """Train (tiny) or materialise (hub id) models/base; for the tiny model, its quality report too."""
+    torch.manual_seed(0)
+    report = {"training": train_base_model(p, show_progress=show_progress)}
+    if p.source == "tiny":
+        report.update(
+            evaluate.base_model_report(paths.models() / "base", p.generation, p.report_prompts, default_device())
+        )
+    return report
