@@ -207,6 +207,10 @@ class Trajectory:
     x0: torch.Tensor  # (m, N, C, H, W) clean estimate at each step (what the reward sees)
     out: torch.Tensor  # (m, N, C, H, W) model outputs
 
+    def rows(self, idx: torch.Tensor) -> Trajectory:
+        """The trajectories `idx` (graphs, where kept, stay attached)."""
+        return Trajectory(self.t[:, idx], self.valid[:, idx], self.x[:, idx], self.x0[:, idx], self.out[:, idx])
+
 
 def rollout(
     eps_fn: EpsFn,
@@ -222,7 +226,8 @@ def rollout(
 
     A sample whose start time allows fewer steps (the released code's cap m <= 1 + t // s) stops
     early: its later steps are marked invalid and its latent is carried unchanged. Gradients flow
-    through the unrolled steps when the caller has grad enabled.
+    through the unrolled steps when the caller has grad enabled (not through the extra UNet calls of a PF-ODE
+    clean estimate: those are only ever scored).
     """
     ts, valids, xs, x0s, outs = [], [], [], [], []
     x = x_t
@@ -232,7 +237,11 @@ def rollout(
         tk = tk.clamp(min=0)
         out = eps_fn(x, tk)
         step = ddim_step(scheduler, out, tk, x, tk - step_stride)
-        x0 = step.x0 if x0_mode == "tweedie" else predict_x0(eps_fn, scheduler, x, tk, x0_mode, ode_steps, out)
+        if x0_mode == "tweedie":
+            x0 = step.x0
+        else:
+            with torch.no_grad():
+                x0 = predict_x0(eps_fn, scheduler, x, tk, x0_mode, ode_steps, out)
         ts.append(tk), valids.append(valid), xs.append(x), x0s.append(x0), outs.append(out)
         x = torch.where(_bcast(valid, x).bool(), step.prev, x)
     return Trajectory(torch.stack(ts), torch.stack(valids), torch.stack(xs), torch.stack(x0s), torch.stack(outs))

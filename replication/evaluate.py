@@ -49,7 +49,7 @@ def generate_cached(
     prompts: Sequence[str],
     seeds: Sequence[int],
     g: GenerationParams,
-    device="cpu",
+    device=None,
     model: T2IModel | None = None,
 ) -> tuple[np.ndarray, float]:
     """(N, H, W, 3) uint8 images and the NFEs spent per image (DDIM, classifier-free guidance)."""
@@ -119,7 +119,7 @@ def generate_rows(
     rows: Sequence[dict],
     g: GenerationParams,
     seed: int = 0,
-    device="cpu",
+    device=None,
     model: T2IModel | None = None,
 ) -> tuple[np.ndarray, float]:
     """Images for evaluation rows: each prompt set is generated (and cached) on its own with seeds
@@ -148,7 +148,7 @@ def clip_evaluation(
     seed: int = 0,
     confidence: float = 0.95,
     n_boot: int = 2000,
-    device="cpu",
+    device=None,
     limit: int | None = None,
 ) -> dict:
     """CLIP score (cosine, the paper's 0-1 scale) of each system on a prompt set, with CIs and paired
@@ -190,7 +190,7 @@ def clip_evaluation(
     return out
 
 
-def base_model_report(model_dir: Path, g: GenerationParams, per_split: int, device="cpu", seed: int = 0) -> dict:
+def base_model_report(model_dir: Path, g: GenerationParams, per_split: int, device=None, seed: int = 0) -> dict:
     """How good the base model is on the CompBench-like set, next to chance and to the VAE's ceiling."""
     rows = data.load_prompts("compbench")
     picked: list[dict] = []
@@ -219,7 +219,7 @@ def base_model_report(model_dir: Path, g: GenerationParams, per_split: int, devi
     # the latent space's ceiling: parser score of VAE reconstructions of real renders
     model = T2IModel.from_pretrained(model_dir, device=device)
     ds = data.load_image_set("journeydb")
-    real = to_float(ds.images[-256:], device)
+    real = to_float(ds.images[-256:], model.device)
     with torch.no_grad():
         rec = model.decode(model.encode(real, sample=False))
     report["ceiling"] = {

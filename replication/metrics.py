@@ -113,7 +113,7 @@ class MetricSuite:
         return tuple(c for c in COLUMNS if c in self.scorers)
 
     @classmethod
-    def load(cls, columns: Sequence[str] = COLUMNS, device="cpu", sources: dict | None = None) -> MetricSuite:
+    def load(cls, columns: Sequence[str] = COLUMNS, device=None, sources: dict | None = None) -> MetricSuite:
         """The evaluators of the given columns (EVALUATORS says which model scores what).
 
         `sources` overrides a column's model (a folder or hub id; for `mllm` a source string or the
@@ -217,7 +217,7 @@ def evaluate_pipeline(
     drawbench_limit: int | None = None,
     confidence: float = 0.95,
     n_boot: int = 2000,
-    device="cpu",
+    device=None,
     sources: dict | None = None,
 ) -> dict:
     """Every column for one pipeline: images with fixed seeds (cached), scored by the evaluators, with CIs."""

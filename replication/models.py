@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from . import diffusion
+from .tensors import resolve_device
 from .world import vocab
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -320,12 +321,12 @@ class Cond:
 class T2IModel:
     """Adapter over a diffusers SD/SDXL pipeline; counts every UNet evaluation in `self.nfe`."""
 
-    def __init__(self, pipe, device: str | torch.device = "cpu", decode_chunk: int = 64):
+    def __init__(self, pipe, device: str | torch.device | None = None, decode_chunk: int = 64):
         from diffusers import DDIMScheduler, StableDiffusionXLPipeline
 
         self.pipe = pipe
         self.kind = "sdxl" if isinstance(pipe, StableDiffusionXLPipeline) else "sd"
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         pipe.to(self.device)
         self.unet = pipe.unet
         self.vae = pipe.vae
@@ -336,7 +337,7 @@ class T2IModel:
             m.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, name_or_path, device="cpu", revision=None, dtype=None, **kw) -> T2IModel:
+    def from_pretrained(cls, name_or_path, device=None, revision=None, dtype=None, **kw) -> T2IModel:
         return cls(load_pipeline(name_or_path, revision, dtype), device, **kw)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
@@ -464,7 +465,8 @@ class T2IModel:
     def initial_latents(self, seeds: Sequence[int]) -> torch.Tensor:
         """One standard-normal latent per seed (CPU generator, so identical on every device)."""
         shape = self.latent_shape
-        z = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        z = torch.stack([torch.randn(shape, generator=g) for g in gens])  # host: CPU generators, moved below
         return z.to(self.device, self.dtype) * self.scheduler.init_noise_sigma
 
     @torch.no_grad()

@@ -12,6 +12,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def resolve_device(device=None) -> torch.device:
+    """`device` as a torch.device; None means `default_device()`. Loaders and models take `device=None` and call
+    this, so code that forgets to name a device runs where the models run, never silently on the CPU beside a
+    model on a GPU (tests/test_devices.py keeps `device="cpu"` defaults out of the package)."""
+    return torch.device(default_device() if device is None else device)
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """Float images in [0, 1], (N, 3, H, W), on any device -> uint8 (N, H, W, 3) on the host."""
     return (images.detach().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
@@ -19,7 +26,9 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 def to_float(images: np.ndarray | torch.Tensor, device=None) -> torch.Tensor:
     """uint8 images (N, H, W, 3), a NumPy array or a tensor -> floats in [0, 1], (N, 3, H, W), on `device`."""
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))  # host: moved below when a device is given
+    x = images
     if device is not None:
         x = x.to(device)
     return x.permute(0, 3, 1, 2).float() / 255

@@ -169,6 +169,17 @@ def _checkpoints(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
 
+def _release_accelerator_state(mixed_precision: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with another mixed precision;
+    a notebook or test that trains twice with different settings gets the new one (the distributed process
+    group, accelerate's PartialState, stays)."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+
 def train(
     method: Method,
     cfg: TrainParams,
@@ -204,6 +215,7 @@ def train(
         )
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ValueError("train.mixed_precision=fp16 needs a CUDA GPU; use 'no' (or 'bf16') on CPU")
+    _release_accelerator_state(cfg.mixed_precision)
     acc = Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,

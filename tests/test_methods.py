@@ -422,6 +422,27 @@ def test_rlhf_variants_on_a_model_differ_only_where_the_code_does(micro_sd):
     assert not torch.allclose(grad("official", 1.0, m=3), grad("dpo", 1.0, m=3), rtol=1e-3, atol=0)
 
 
+@pytest.mark.parametrize("x0", ["tweedie", "ode"])
+def test_rlhf_kept_graph_equals_the_rerun(micro_sd, x0):
+    """grad_pass keep backpropagates the explored best and worst rows; rerun rolls them out again with gradients.
+    Same pair, same loss and gradient (up to the rounding of another batch size), m*2B fewer UNet calls."""
+    prompts = PromptSource(PROMPTS, "prompts")
+
+    def run(grad_pass: str):
+        model = copy.deepcopy(micro_sd)
+        spec = RLHFSpec(n=3, m=2, x0=x0, ode_steps=2, beta=50.0, gen_steps=3, grad_pass=grad_pass)
+        value, metrics = RLHFSharpening(model, redness, prompts, 2, spec).loss(1, step_generator(4, 1))
+        value.backward()
+        return value, metrics, torch.cat([p.grad.flatten() for p in model.unet.parameters() if p.grad is not None])
+
+    l_rerun, m_rerun, g_rerun = run("rerun")
+    l_keep, m_keep, g_keep = run("keep")
+    torch.testing.assert_close(l_keep, l_rerun, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(g_keep, g_rerun, rtol=1e-4, atol=1e-4 * g_rerun.abs().max().item())
+    assert m_keep["reward_margin"] == m_rerun["reward_margin"]
+    assert m_rerun["nfe"] - m_keep["nfe"] == 2 * 2 * 2  # the pair's m steps for each of the 2 prompts
+
+
 # ----------------------------------------------------------------------------- LoRA
 def test_lora_trains_adapters_saves_merged_and_references_the_base(micro_sd, source, pairs, tmp_path):
     from diffusers import UNet2DConditionModel

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 import yaml
 
 pytestmark = pytest.mark.slow
@@ -16,6 +17,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def scratch_repo(repo_root, tmp_path_factory):
+    return copy_repo(repo_root, tmp_path_factory)
+
+
+def copy_repo(repo_root, tmp_path_factory):
     if not (repo_root / "data" / "manifest.json").exists():
         pytest.fail("data/ is missing: run `make data` (make test does it first)")
     files = subprocess.run(
@@ -34,7 +39,40 @@ def scratch_repo(repo_root, tmp_path_factory):
     return dst
 
 
+FINETUNED = (
+    "sft_sharpening",
+    "standard_finetune",
+    "rlhf_sharpening",
+    "diffusion_dpo",
+    "ddpo",
+    "d3po",
+    "iterpo",
+    "draft",
+)
+
+
 def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
+    run_smoke_pipeline(scratch_repo, monkeypatch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_every_stage_runs_on_cuda_and_its_pipelines_reload_there(repo_root, tmp_path_factory, monkeypatch):
+    """The same smoke run on a GPU machine (every model goes to `default_device()`, CUDA), then each saved
+    pipeline reloaded onto the GPU and sampled."""
+    from replication.models import T2IModel
+
+    scratch = copy_repo(repo_root, tmp_path_factory)
+    run_smoke_pipeline(scratch, monkeypatch)
+    assert json.loads((scratch / "results" / "nfe_sweep.json").read_text())["device"] == "cuda"
+    for name in ("base", *FINETUNED):
+        model = T2IModel.from_pretrained(scratch / "models" / name)
+        assert model.device.type == "cuda" and next(model.unet.parameters()).is_cuda, name
+        images = model.generate(["a red circle", "two blue squares"], [0, 1], num_steps=4)
+        assert images.is_cuda and torch.isfinite(images).all(), name
+
+
+def run_smoke_pipeline(scratch_repo, monkeypatch):
     import papermill
 
     monkeypatch.setenv("REPLICATION_ROOT", str(scratch_repo))
@@ -75,16 +113,7 @@ def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):
 
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
-    for name in (
-        "sft_sharpening",
-        "standard_finetune",
-        "rlhf_sharpening",
-        "diffusion_dpo",
-        "ddpo",
-        "d3po",
-        "iterpo",
-        "draft",
-    ):
+    for name in FINETUNED:
         pipe = DiffusionPipeline.from_pretrained(str(scratch_repo / "models" / name))
         assert isinstance(pipe, StableDiffusionPipeline), name
         log = (scratch_repo / "results" / "train" / f"{name}.csv").read_text().splitlines()

@@ -213,10 +213,10 @@ def test_zero_order_neighbourhood_keeps_noise_standard_normal():
 
 
 def test_seeded_noise_and_helpers():
-    a = seeded_normal([1, 2], (3, 4), "demon", 5)
-    b = seeded_normal([2], (3, 4), "demon", 5)
+    a = seeded_normal([1, 2], (3, 4), "demon", 5, device="cpu")
+    b = seeded_normal([2], (3, 4), "demon", 5, device="cpu")
     assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
-    assert not torch.equal(a, seeded_normal([1, 2], (3, 4), "demon", 6))
+    assert not torch.equal(a, seeded_normal([1, 2], (3, 4), "demon", 6, device="cpu"))
     assert derive_seed(1, "x", 2) == derive_seed(1, "x", 2) != derive_seed(1, "x", 3)
     z = unit_norm_like(torch.randn(5, 4, 8, 8) * 3)
     torch.testing.assert_close(z.flatten(1).norm(dim=1), torch.full((5,), 16.0))

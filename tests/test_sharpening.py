@@ -67,9 +67,11 @@ def grads(model):
     return {k: p.grad.clone() for k, p in model.unet.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("grad_pass", ["rerun", "keep"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_loss_and_gradient_equal_the_released_formulation(micro_sd, source, batch):
-    spec = SharpeningSpec(n=3, m=3)
+def test_loss_and_gradient_equal_the_released_formulation(micro_sd, source, batch, grad_pass):
+    """Both ways of getting gradients for the chosen trajectories: the re-run and the kept graph."""
+    spec = SharpeningSpec(n=3, m=3, grad_pass=grad_pass)
     ours = SFTSharpening(micro_sd, RedReward(), source, batch, spec)
     ref_model = copy.deepcopy(micro_sd)
 
@@ -84,7 +86,8 @@ def test_loss_and_gradient_equal_the_released_formulation(micro_sd, source, batc
     scale = max(g.abs().max().item() for g in g2.values())
     worst = max((g1[k] - g2[k]).abs().max().item() for k in g1) / scale  # relative to the gradient's scale
     assert worst < 1e-4, f"largest gradient difference {worst:.2e} of the largest gradient entry"
-    assert metrics["nfe"] == batch * spec.n * spec.m + batch * spec.m  # n*m exploration + m with gradients
+    rerun = batch * spec.m if grad_pass == "rerun" else 0  # m more with gradients, or none (graph kept)
+    assert metrics["nfe"] == batch * spec.n * spec.m + rerun
 
 
 def test_selection_is_per_caption(micro_sd, source):
@@ -139,6 +142,8 @@ def test_invalid_spec_is_refused():
         SharpeningSpec(n=0)
     with pytest.raises(ValueError, match="aggregate"):
         SharpeningSpec(aggregate="max")
+    with pytest.raises(ValueError, match="grad_pass"):
+        SharpeningSpec(grad_pass="both")
 
 
 def test_v_prediction_targets_follow_each_steps_timestep(micro_sd, source):

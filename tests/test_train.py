@@ -145,6 +145,18 @@ def test_fp16_on_cpu_is_refused_with_the_fix(tmp_path):
         train(Regression(), cfg(mixed_precision="fp16"), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
 
 
+def test_one_process_trains_with_one_mixed_precision_then_another(tmp_path):
+    """accelerate's process-wide state would refuse the second run (a notebook training twice)."""
+    from accelerate.state import AcceleratorState
+
+    for i, mp in enumerate(["no", "bf16", "no"]):
+        out = train(
+            Regression(), cfg(mixed_precision=mp), tmp_path / f"r{i}", tmp_path / f"r{i}.csv", show_progress=False
+        )
+        assert out["steps"] == 8
+        assert str(AcceleratorState().mixed_precision) == mp
+
+
 def test_gradient_accumulation_logs_once_per_optimiser_step(tmp_path):
     train(Regression(), cfg(grad_accum=2, steps=3), tmp_path / "r", tmp_path / "r.csv", show_progress=False)
     assert [r["step"] for r in rows(tmp_path / "r.csv")] == ["1", "2", "3"]

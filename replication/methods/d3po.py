@@ -54,9 +54,9 @@ def d3po_loss(
     lp_w: torch.Tensor, lp_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor, beta: float, ratio_clip: float
 ) -> torch.Tensor:
     """Per-step log-probabilities of winner/loser transitions under the policy and the reference."""
-    lo, hi = torch.log(torch.tensor(1 - ratio_clip)), torch.log(torch.tensor(1 + ratio_clip))
-    log_r_w = (lp_w - ref_w).clamp(lo.item(), hi.item())  # log of the clipped ratio
-    log_r_l = (lp_l - ref_l).clamp(lo.item(), hi.item())
+    lo, hi = torch.log(torch.tensor(1 - ratio_clip)).item(), torch.log(torch.tensor(1 + ratio_clip)).item()
+    log_r_w = (lp_w - ref_w).clamp(lo, hi)  # log of the clipped ratio
+    log_r_l = (lp_l - ref_l).clamp(lo, hi)
     return -F.logsigmoid(beta * log_r_w - beta * log_r_l).mean()
 
 

@@ -72,7 +72,7 @@ def per_prompt_advantages(rewards: torch.Tensor, k: int, clip: float) -> torch.T
 def pick_timesteps(b: int, steps: int, fraction: float, gen: torch.Generator) -> torch.Tensor:
     """(b, n) random distinct step indices per trajectory (n = round(fraction * steps), at least 1)."""
     n = max(1, round(fraction * steps))
-    return torch.rand((b, steps), generator=gen).argsort(1)[:, :n]
+    return torch.rand((b, steps), generator=gen).argsort(1)[:, :n]  # host: CPU generator; callers move the indices
 
 
 class DDPO(SampledRounds, UNetMethod):

@@ -101,7 +101,7 @@ class Free2Guide(InferenceSampler):
         if self.temperature == 0:
             return r.argmax(1)
         p = torch.softmax((r - r.max(1, keepdim=True).values) / self.temperature, dim=1).cpu()
-        u = torch.tensor(
+        u = torch.tensor(  # host: compared with p, brought to the host above
             [torch.rand((), generator=torch.Generator().manual_seed(derive_seed(s, "f2g-pick", step))) for s in seeds]
         )
         return torch.searchsorted(p.cumsum(1), u.unsqueeze(1)).squeeze(1).clamp(max=r.shape[1] - 1).to(r.device)

@@ -36,12 +36,10 @@ def derive_seed(seed: int, *keys) -> int:
     return int(np.random.SeedSequence([abs(i) for i in ints]).generate_state(1, np.uint64)[0] % (2**63 - 1))
 
 
-def seeded_normal(
-    seeds: Sequence[int], shape: tuple[int, ...], *keys, device="cpu", dtype=torch.float32
-) -> torch.Tensor:
+def seeded_normal(seeds: Sequence[int], shape: tuple[int, ...], *keys, device, dtype=torch.float32) -> torch.Tensor:
     """(len(seeds), *shape) standard normals; row b depends only on (seeds[b], keys), so results do not
     depend on how prompts are batched (CPU generators: identical on every device)."""
-    return torch.stack(
+    return torch.stack(  # host: CPU generators (one stream on every device), moved below
         [torch.randn(shape, generator=torch.Generator().manual_seed(derive_seed(s, *keys))) for s in seeds]
     ).to(device, dtype)
 
@@ -271,7 +269,7 @@ class NoiseSearch(InferenceSampler):
         `extra` are (old, new (m, B, ...)) pairs carried along with the winner (e.g. its noise)."""
         top, idx = s.max(0)
         better = top > score
-        pick = lambda new: new[idx, torch.arange(new.shape[1])]  # noqa: E731
+        pick = lambda new: new[idx, torch.arange(new.shape[1], device=new.device)]  # noqa: E731
         mask = lambda t: better.view(-1, *([1] * (t.ndim - 1)))  # noqa: E731
         out = [torch.where(mask(best), pick(x), best), torch.where(better, top, score)]
         out += [torch.where(mask(old), pick(new), old) for old, new in extra]

@@ -13,14 +13,16 @@ SFT variant (Algorithm 1, Eq. 9), for each (image, caption) of a batch:
      original noise at every step (`step_targets`: for a v-prediction model, the v of the same
      x0 and noise at each step's timestep), gradients flowing through the unrolled steps.
 
-Steps 2-5 (`explore`) run without gradients: n*m UNet evaluations. Step 6 re-runs only the
-chosen trajectory with gradients (m evaluations). The rollout is deterministic, so this is
-exactly the loss and gradient of the released code, which keeps the graph of all n trajectories
-and backpropagates one of them (tests/test_sharpening.py checks the equality): at equal batch
-size it holds 1/n of the activations, and its backward pass covers one trajectory instead of n
-(benchmarks/bench_sharpening_step.py measures the difference). The argmax
-is per caption, so batches larger than one work (the released code takes it over the whole
-batch, mixing captions).
+With `grad_pass: rerun` (default) steps 2-5 (`explore`) run without gradients: n*m UNet evaluations,
+and step 6 re-runs only the chosen trajectory with gradients (m evaluations). The rollout is
+deterministic, so this is exactly the loss and gradient of the released code, which keeps the graph
+of all n trajectories and backpropagates one of them (tests/test_sharpening.py checks the equality):
+at equal batch size it holds 1/n of the activations, and its backward pass covers one trajectory
+instead of n. `grad_pass: keep` is the released structure: exploration with gradients kept and the
+chosen rows' loss backpropagated, m fewer UNet calls per step, which wins where a step is bound by
+kernel launches rather than FLOPs (one caption per step on a GPU); benchmarks/bench_sharpening_step.py
+and bench_sdxl_step.py measure both. The argmax is per caption, so batches larger than one work (the
+released code takes it over the whole batch, mixing captions).
 
 RLHF variant (Algorithm 2, Eqs. 10-11), prompts only, for each prompt of a batch:
   1. generate x0 with the current model (DDIM, classifier-free guidance as at evaluation; the
@@ -59,8 +61,11 @@ class SharpeningSpec:
     aggregate: Literal["sum", "mean"] = "sum"  # trajectory score: paper Eq. 8 sums, the code averages; same argmax
     x0: Literal["tweedie", "ode"] = "tweedie"  # one-step x0 (released code) | the PF-ODE (paper, Eq. 6)
     ode_steps: int = 4  # DDIM steps of the PF-ODE when x0 = ode
+    grad_pass: Literal["rerun", "keep"] = "rerun"  # how the chosen trajectories get gradients (`explore`)
 
     def __post_init__(self):
+        if self.grad_pass not in ("rerun", "keep"):
+            raise ValueError(f"grad_pass must be 'rerun' or 'keep', got {self.grad_pass!r}")
         if self.n < 1 or self.m < 1:
             raise ValueError(f"sharpening needs n >= 1 and m >= 1, got n={self.n}, m={self.m}")
         if self.aggregate not in ("sum", "mean"):
@@ -85,7 +90,7 @@ class Exploration:
     def metrics(self) -> dict[str, float]:
         per_traj = self.step_rewards.nanmean(0).view_as(self.scores)  # mean step reward of each trajectory
         best = self.scores.argmax(1)
-        rows = torch.arange(len(best))
+        rows = torch.arange(len(best), device=best.device)
         return {
             "reward_mean": per_traj.mean().item(),
             "reward_std": per_traj.std(unbiased=False).item(),
@@ -99,7 +104,7 @@ def score_steps(model: T2IModel, reward, traj: diffusion.Trajectory, prompts: li
     """Reward of every existing step's clean estimate, decoded and scored in one batch."""
     m, n = traj.valid.shape
     flat = traj.valid.flatten()
-    images = model.decode(traj.x0.flatten(0, 1)[flat])
+    images = model.decode(traj.x0.flatten(0, 1)[flat].detach())
     r = reward(images, [prompts[i % n] for i in torch.nonzero(flat).flatten().tolist()])
     out = torch.full((m * n,), float("nan"), device=r.device, dtype=torch.float32)
     out[flat.to(r.device)] = r.float()
@@ -114,27 +119,55 @@ def step_targets(scheduler, x0: torch.Tensor, eps: torch.Tensor, t_steps: torch.
     return torch.stack([diffusion.target_for(scheduler, x0, eps, tk) for tk in t_steps])
 
 
-@torch.no_grad()
 def explore(
     model: T2IModel, reward, x0: torch.Tensor, prompts: list[str], spec: SharpeningSpec, gen: torch.Generator
 ) -> Exploration:
-    """Steps 2-5: noise each clean latent n times, roll out m steps, score every step and trajectory."""
+    """Steps 2-5: noise each clean latent n times, roll out m steps, score every step and trajectory. The
+    rollout keeps its graph when `spec.grad_pass` is keep (the caller then backpropagates chosen rows of
+    `traj`); nothing else here carries gradients."""
     b, n = x0.shape[0], spec.n
     sched = model.scheduler
     dev = x0.device
-    t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).repeat_interleave(n).to(dev)
-    eps = torch.randn((b * n, *x0.shape[1:]), generator=gen).to(dev, x0.dtype)
-    x_t = diffusion.add_noise(sched, x0.repeat_interleave(n, 0), eps, t)
-    cond = model.encode_prompts(prompts).repeat_interleave(n)
-    traj = diffusion.rollout(
-        model.denoiser(cond), sched, x_t, t, spec.m, diffusion.stride(sched, spec.infer_steps), spec.x0, spec.ode_steps
-    )
+    with torch.no_grad():
+        t = torch.randint(0, sched.config.num_train_timesteps, (b,), generator=gen).repeat_interleave(n).to(dev)
+        eps = torch.randn((b * n, *x0.shape[1:]), generator=gen).to(dev, x0.dtype)
+        x_t = diffusion.add_noise(sched, x0.repeat_interleave(n, 0), eps, t)
+        cond = model.encode_prompts(prompts).repeat_interleave(n)
+    with torch.set_grad_enabled(spec.grad_pass == "keep" and torch.is_grad_enabled()):
+        traj = diffusion.rollout(
+            model.denoiser(cond),
+            sched,
+            x_t,
+            t,
+            spec.m,
+            diffusion.stride(sched, spec.infer_steps),
+            spec.x0,
+            spec.ode_steps,
+        )
     rep = [p for p in prompts for _ in range(n)]
-    step_r = score_steps(model, reward, traj, rep)
+    with torch.no_grad():
+        step_r = score_steps(model, reward, traj, rep)
     total = step_r.nansum(0)
     if spec.aggregate == "mean":
         total = total / traj.valid.sum(0).clamp_min(1)
     return Exploration(t, eps, x_t, cond, traj, step_r, total.view(b, n), x0)
+
+
+def with_gradients(model: T2IModel, spec: SharpeningSpec, ex: Exploration, rows: torch.Tensor) -> diffusion.Trajectory:
+    """The trajectories `rows` of an exploration with gradients through every unrolled step: re-run (rerun) or
+    the explored rows themselves, whose graph `explore` kept (keep). The rollout is deterministic, so both give
+    the same outputs up to the rounding of a different batch size."""
+    if spec.grad_pass == "keep":
+        return ex.traj.rows(rows)
+    sched = model.scheduler
+    return diffusion.rollout(
+        model.denoiser(ex.cond[rows]),
+        sched,
+        ex.x_t[rows],
+        ex.t[rows],
+        spec.m,
+        diffusion.stride(sched, spec.infer_steps),
+    )
 
 
 class SFTSharpening(UNetMethod):
@@ -164,15 +197,8 @@ class SFTSharpening(UNetMethod):
         ex = explore(model, self.reward, x0, prompts, spec, gen)
         b = x0.shape[0]
         chosen = torch.arange(b, device=x0.device) * spec.n + ex.scores.argmax(1).to(x0.device)
-        # Step 6: the chosen trajectories again, now with gradients through every unrolled step.
-        traj = diffusion.rollout(
-            model.denoiser(ex.cond[chosen]),
-            model.scheduler,
-            ex.x_t[chosen],
-            ex.t[chosen],
-            spec.m,
-            diffusion.stride(model.scheduler, spec.infer_steps),
-        )
+        # Step 6: the chosen trajectories with gradients through every unrolled step.
+        traj = with_gradients(model, spec, ex, chosen)
         target = step_targets(model.scheduler, x0, ex.eps[chosen], traj.t)
         mse = (traj.out.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (m, B)
         valid = traj.valid.float()
@@ -271,19 +297,19 @@ class RLHFSharpening(UNetMethod):
         )
         self.reward, self.prompts, self.spec = reward, prompts, spec
 
-    @torch.no_grad()
     def select(self, gen: torch.Generator) -> Exploration:
         """Steps 1-2: generate x0 with the current model (as it samples at evaluation), re-noise it n times,
         roll out and score the trajectories; the pair is the best and the worst of each prompt."""
         model, spec = self.model, self.spec
         prompts = self.prompts.batch(self.batch_size, gen)
-        noise = torch.randn((len(prompts), *model.latent_shape), generator=gen).to(self.device, model.dtype)
-        x0 = diffusion.sample(
-            model.denoiser(model.encode_prompts(prompts), spec.gen_guidance),
-            model.scheduler,
-            noise * model.scheduler.init_noise_sigma,
-            spec.gen_steps,
-        )
+        with torch.no_grad():
+            noise = torch.randn((len(prompts), *model.latent_shape), generator=gen).to(self.device, model.dtype)
+            x0 = diffusion.sample(
+                model.denoiser(model.encode_prompts(prompts), spec.gen_guidance),
+                model.scheduler,
+                noise * model.scheduler.init_noise_sigma,
+                spec.gen_steps,
+            )
         return explore(model, self.reward, x0, prompts, spec, gen)
 
     def pair_loss(self, ex: Exploration):
@@ -293,14 +319,7 @@ class RLHFSharpening(UNetMethod):
         b, dev = ex.scores.shape[0], self.device
         rows = torch.arange(b, device=dev) * spec.n
         pick = torch.cat([rows + ex.scores.argmax(1).to(dev), rows + ex.scores.argmin(1).to(dev)])
-        traj = diffusion.rollout(
-            model.denoiser(ex.cond[pick]),
-            sched,
-            ex.x_t[pick],
-            ex.t[pick],
-            spec.m,
-            diffusion.stride(sched, spec.infer_steps),
-        )
+        traj = with_gradients(model, spec, ex, pick)
         target = step_targets(sched, torch.cat([ex.x0, ex.x0]), ex.eps[pick], traj.t).float()
         mse = (traj.out.float() - target).pow(2).mean(dim=(2, 3, 4))  # (m, 2B)
         k = 1 if spec.loss == "official" else spec.m

@@ -56,7 +56,7 @@ class StandardFinetune(UNetMethod):
         mark = self.nfe_mark()
         x0, captions = self.data.latent_batch(self.batch_size, gen, model)  # in-memory sets: a cached posterior
         if self.cond_dropout > 0:
-            drop = torch.rand(len(captions), generator=gen) < self.cond_dropout
+            drop = torch.rand(len(captions), generator=gen) < self.cond_dropout  # host: masks a list of captions
             captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         t = torch.randint(0, model.scheduler.config.num_train_timesteps, (len(captions),), generator=gen).to(x0.device)
         eps = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)

@@ -97,7 +97,7 @@ class VAETraining:
 @torch.no_grad()
 def latent_scaling_factor(vae, images: np.ndarray, n: int = 2048) -> float:
     """1 / std of posterior means over n training images: latents of unit variance, as SD's 0.18215."""
-    x = torch.from_numpy(images[:n]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = torch.from_numpy(images[:n]).to(next(vae.parameters()).device).permute(0, 3, 1, 2).float() / 127.5 - 1
     z = torch.cat([vae.encode(c).latent_dist.mean for c in x.split(256)])
     return float(1.0 / z.std())
 
@@ -128,7 +128,7 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
     scale = latent_scaling_factor(pipe.vae, ds.images)
     pipe.vae.register_to_config(scaling_factor=scale)
 
-    model = T2IModel(pipe)
+    model = T2IModel(pipe, device=default_device())
     method = StandardFinetune(
         model,
         src,

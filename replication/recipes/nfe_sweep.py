@@ -123,7 +123,7 @@ def _load_run(path: Path) -> tuple[dict[int, SamplerResult], float]:
     meta = json.loads(str(z["meta"]))
     out = {}
     for b, m in meta["runs"].items():
-        out[int(b)] = SamplerResult(
+        out[int(b)] = SamplerResult(  # host: cached results; moved where they meet a model
             torch.from_numpy(z[f"latents_{b}"]),
             torch.from_numpy(z[f"scores_{b}"]),
             int(b),

@@ -327,7 +327,7 @@ def _train_aesthetic(name, cp, halves, dev, show_progress) -> dict:
     # far sharper than any generation, made the predictor worse on generated images)
     images, ratings = halves[s].images, halves[s].ratings
     emb = scorer.embed(to_float(images, dev))
-    method = RatingRegression(
+    method = RatingRegression(  # host: the regression keeps its data on the host
         scorer,
         emb,
         torch.from_numpy(ratings),

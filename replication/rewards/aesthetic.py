@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import paths
-from ..tensors import unwrap
+from ..tensors import resolve_device, unwrap
 from .base import ImagePreprocess, check_batch
 from .clip import _features
 from .parts import PreferenceHead
@@ -37,7 +37,8 @@ class AestheticScore:
 
     name = "aesthetic"
 
-    def __init__(self, clip, mlp: PreferenceHead, preprocess: ImagePreprocess, device="cpu", batch_size: int = 256):
+    def __init__(self, clip, mlp: PreferenceHead, preprocess: ImagePreprocess, device=None, batch_size: int = 256):
+        device = resolve_device(device)
         self.clip = clip.to(device).eval().requires_grad_(False)
         self.mlp = mlp.to(device).eval().requires_grad_(False)
         self.preprocess, self.device, self.batch_size = preprocess, torch.device(device), batch_size
@@ -68,7 +69,7 @@ class AestheticScore:
         save_aesthetic(out_dir, self.clip, self.mlp, self.preprocess, extra)
 
     @classmethod
-    def load(cls, source: str | Path = "models/aesthetic", device="cpu", **kw) -> AestheticScore:
+    def load(cls, source: str | Path = "models/aesthetic", device=None, **kw) -> AestheticScore:
         """A folder this class saved (tiny world); `laion` (or `laion:<mlp source>`) for LAION's predictor."""
         s = str(source)
         if s == "laion" or s.startswith("laion:"):
@@ -128,7 +129,7 @@ def _fetch(source: str) -> Path:
 
 
 def load_laion(
-    clip: str = "openai/clip-vit-large-patch14", mlp: str = LAION_MLP_URL, device="cpu", revision: str | None = None
+    clip: str = "openai/clip-vit-large-patch14", mlp: str = LAION_MLP_URL, device=None, revision: str | None = None
 ) -> AestheticScore:
     """LAION's improved aesthetic predictor: its MLP (a state dict with keys layers.0 ... layers.7) on the
     normalised image embedding of `clip` (a hub id or a local CLIPModel folder)."""
@@ -189,7 +190,7 @@ class RatingRegression:
         return {"kind": "rating-mse", "batch": self.batch_size, "data": h, **self._fp}
 
     def loss(self, step: int, gen: torch.Generator):
-        idx = torch.randint(len(self.y), (self.batch_size,), generator=gen)
+        idx = torch.randint(len(self.y), (self.batch_size,), generator=gen)  # host: indexes host data
         dev = next(self.mlp.parameters()).device
         loss = F.mse_loss(self.mlp(self.x[idx].to(dev)), self.y[idx].to(dev))
         return loss, {"rmse": loss.sqrt().item()}

@@ -39,8 +39,8 @@ class ImagePreprocess:
 
     def __init__(self, size: int, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD):
         self.size = size
-        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
-        self.std = torch.tensor(std).view(1, 3, 1, 1)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)  # host: moved to the images at each call
+        self.std = torch.tensor(std).view(1, 3, 1, 1)  # host: moved to the images at each call
 
     @classmethod
     def from_folder(cls, folder: str | Path | None, size: int) -> ImagePreprocess:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import paths
-from ..tensors import to_float, unwrap
+from ..tensors import resolve_device, to_float, unwrap
 from .base import ImagePreprocess, check_batch
 
 
@@ -32,7 +32,8 @@ class CLIPScore:
 
     name = "clip"
 
-    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device="cpu", scale: float = 100.0):
+    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device=None, scale: float = 100.0):
+        device = resolve_device(device)
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.preprocess = preprocess
@@ -42,7 +43,7 @@ class CLIPScore:
 
     @classmethod
     def load(
-        cls, source: str | Path = "models/clip_reward", device="cpu", revision: str | None = None, scale: float = 100.0
+        cls, source: str | Path = "models/clip_reward", device=None, revision: str | None = None, scale: float = 100.0
     ) -> CLIPScore:
         """A local folder (the tiny world's trained CLIP) or a hub id (paper scale)."""
         from transformers import AutoTokenizer, CLIPModel
@@ -233,9 +234,10 @@ def retrieval_accuracy(scorer: CLIPScore, pairs: Pairs, pool: int = 100, seed: i
         idx = order[start : start + pool]
         images, caps = pairs.take(idx)
         sim = scorer.embed_images(images) @ scorer.embed_texts(caps).T
-        same = torch.tensor([[a == b for b in caps] for a in caps])
-        i2t += same[torch.arange(pool), sim.argmax(1)].float().sum().item()
-        t2i += same[sim.argmax(0), torch.arange(pool)].float().sum().item()
+        same = torch.tensor([[a == b for b in caps] for a in caps], device=sim.device)
+        rows = torch.arange(pool, device=sim.device)
+        i2t += same[rows, sim.argmax(1)].float().sum().item()
+        t2i += same[sim.argmax(0), rows].float().sum().item()
         n += pool
     return {
         "image_to_text_top1": i2t / n,

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..tensors import resolve_device
 from .base import ImagePreprocess
 
 SPATIAL_WORDS = (
@@ -78,12 +79,13 @@ def _preprocess(source, size: int) -> ImagePreprocess:
 class BlipVQA:
     """P(answer 'yes') of BLIP's VQA model for (image, question) pairs, batched."""
 
-    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device="cpu"):
+    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device=None):
+        device = resolve_device(device)
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer, self.preprocess, self.device = tokenizer, preprocess, torch.device(device)
 
     @classmethod
-    def load(cls, source="Salesforce/blip-vqa-base", device="cpu") -> BlipVQA:
+    def load(cls, source="Salesforce/blip-vqa-base", device=None) -> BlipVQA:
         from transformers import AutoTokenizer, BlipForQuestionAnswering
 
         model = BlipForQuestionAnswering.from_pretrained(str(source))
@@ -131,7 +133,7 @@ class BlipVQA:
             for phrase in noun_phrases(p) or [p]:
                 owner.append(i)
                 questions.append(phrase + "?")
-        probs = self.p_yes(images[torch.tensor(owner)], questions).cpu().numpy()
+        probs = self.p_yes(images[torch.tensor(owner, device=images.device)], questions).cpu().numpy()
         out = np.ones(len(prompts))
         np.multiply.at(out, np.array(owner), probs)
         return out
@@ -140,13 +142,14 @@ class BlipVQA:
 class Detector:
     """Open-vocabulary boxes and confidences for named objects (OWL-ViT), batched over images."""
 
-    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device="cpu", threshold: float = 0.1):
+    def __init__(self, model, tokenizer, preprocess: ImagePreprocess, device=None, threshold: float = 0.1):
+        device = resolve_device(device)
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer, self.preprocess = tokenizer, preprocess
         self.device, self.threshold = torch.device(device), threshold
 
     @classmethod
-    def load(cls, source="google/owlvit-base-patch32", device="cpu", threshold: float = 0.1) -> Detector:
+    def load(cls, source="google/owlvit-base-patch32", device=None, threshold: float = 0.1) -> Detector:
         from transformers import AutoTokenizer, OwlViTForObjectDetection
 
         model = OwlViTForObjectDetection.from_pretrained(str(source))
@@ -238,7 +241,7 @@ class CompBenchScorer:
                 self.device = m.device
 
     @classmethod
-    def load(cls, sources: dict, device="cpu") -> CompBenchScorer:
+    def load(cls, sources: dict, device=None) -> CompBenchScorer:
         from .clip import CLIPScore
 
         return cls(

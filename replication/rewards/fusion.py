@@ -97,7 +97,7 @@ class FusionReward(ZScoredReward):
         (out / "reward_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
 
     @classmethod
-    def load_folder(cls, folder: Path, device="cpu") -> FusionReward:
+    def load_folder(cls, folder: Path, device=None) -> FusionReward:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, BlipTextModel, BlipVisionModel, CLIPVisionModel
 
@@ -185,7 +185,7 @@ def _resolve_files(source, filename: str, med_config: str, revision: str | None)
 
 def load_imagereward(
     source: str | Path = "THUDM/ImageReward",
-    device="cpu",
+    device=None,
     filename: str = "ImageReward.pt",
     med_config: str = "med_config.json",
     tokenizer: str = "bert-base-uncased",

@@ -502,7 +502,7 @@ class MLLMGrader:
         self._finalizer = weakref.finalize(self, server.stop) if server is not None else None
 
     @classmethod
-    def load(cls, source="local", device="cpu", **settings) -> MLLMGrader:
+    def load(cls, source="local", device=None, **settings) -> MLLMGrader:
         """source 'local' (the tiny world's grader, started here on a free loopback port), or
         'MODEL@BASE_URL' (e.g. 'gpt-4o@https://api.openai.com/v1'), or a mapping of GraderClient
         settings (base_url 'local' allowed). The key comes from the environment (api_key_env)."""

@@ -225,8 +225,8 @@ def text_side(
     else:  # the quality half of the utility is the same image's on both sides: only alignment differs
         from ..world.rater import ALIGNMENT_WEIGHT
 
-        u_true = torch.from_numpy(ALIGNMENT_WEIGHT * true_align[idx])
-        u_bad = torch.from_numpy(ALIGNMENT_WEIGHT * bad_align)
+        u_true = torch.from_numpy(ALIGNMENT_WEIGHT * true_align[idx])  # host: the world's rater runs on the host
+        u_bad = torch.from_numpy(ALIGNMENT_WEIGHT * bad_align)  # host: the world's rater runs on the host
         choice = rater.compare_utilities(u_true, u_bad, gen or torch.Generator().manual_seed(0)).numpy().astype(np.int8)
     texts: list[str] = []
     win, lose = [], []

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..tensors import resolve_device
 from .base import ImagePreprocess, check_batch
 
 HEAD_DIMS = (1024, 128, 64, 16)
@@ -52,9 +53,10 @@ class ZScoredReward:
         max_length: int,
         mean: float = 0.0,
         std: float = 1.0,
-        device="cpu",
+        device=None,
         batch_size: int = 256,
     ):
+        device = resolve_device(device)
         self.model = model.to(device).eval().requires_grad_(False)
         self.tokenizer, self.preprocess, self.name = tokenizer, preprocess, name
         self.max_length, self.mean, self.std = int(max_length), float(mean), float(std)

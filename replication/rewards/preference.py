@@ -118,7 +118,7 @@ class CLIPPreferenceReward(ZScoredReward):
         (out / "reward_config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
 
     @classmethod
-    def load_folder(cls, folder: Path, device="cpu") -> CLIPPreferenceReward:
+    def load_folder(cls, folder: Path, device=None) -> CLIPPreferenceReward:
         from safetensors.torch import load_file
         from transformers import AutoTokenizer, CLIPModel
 
@@ -139,7 +139,7 @@ def build_clip_preference(
     clip_dir: str | Path,
     name: str,
     quality_head: bool,
-    device="cpu",
+    device=None,
     head_dims: Sequence[int] = (256, 64, 16),
     seed: int = 0,
 ) -> CLIPPreferenceReward:
@@ -158,7 +158,7 @@ def build_clip_preference(
     )
 
 
-def load_preference(source: str | Path, device="cpu", **kw):
+def load_preference(source: str | Path, device=None, **kw):
     """A learned preference reward: a folder written by the `rewards` stage (tiny world), or an ImageReward /
     IterComp-style BLIP checkpoint (a .pt file, a folder holding one, or a hub id such as THUDM/ImageReward)."""
     from .fusion import FusionReward, load_imagereward

@@ -28,7 +28,7 @@ REGISTRY: dict[str, tuple[Callable[..., Reward], str]] = {
 }
 
 
-def load_reward(spec: str, device="cpu", sources: dict[str, str] | None = None) -> Reward:
+def load_reward(spec: str, device=None, sources: dict[str, str] | None = None) -> Reward:
     """A reward by name, or a weighted sum 'name:w,name:w'; `sources` overrides a model folder/hub id."""
     parts = []
     for name, w in parse_weights(spec):

@@ -72,9 +72,11 @@ class Detection:
 
 
 def as_float_images(images) -> torch.Tensor:
-    """Accept uint8 (N, H, W, 3) arrays/tensors or float (N, 3, H, W) in [0, 1]; return the latter."""
+    """Accept uint8 (N, H, W, 3) arrays/tensors or float (N, 3, H, W) in [0, 1] on any device; return the latter
+    on the host, where the world's parser and rater run (small images, data-dependent loops)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
+    images = images.detach().cpu()
     if images.dtype == torch.uint8:
         if images.shape[-1] != 3:
             raise ValueError(f"uint8 images must be (N, H, W, 3), got {tuple(images.shape)}")
