@@ -1,5 +1,6 @@
 # make repro [PROFILE=tiny|smoke|sdxl]  set up the environment, regenerate/check data/, run the DVC pipeline
 # make test                         set up the environment, lint (ruff), check dvc.yaml's derived deps, run the tests
+#                                   and the SDXL step benchmark at its small size (keeps it working without a GPU)
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 PYTHON ?= python3
@@ -39,6 +40,7 @@ test: setup data
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m replication.pipeline check
 	$(PY) -m pytest -q
+	$(PY) benchmarks/bench_sdxl_step.py --size small --batch 1 --n 2 --m 2 --gen-steps 2 --steps 1 --warmup 0
 
 lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/
@@ -47,6 +49,7 @@ bench: setup data
 	$(PY) benchmarks/bench_sharpening_step.py
 	$(PY) benchmarks/bench_methods.py
 	$(PY) benchmarks/bench_parallel_runs.py
+	$(PY) benchmarks/bench_sdxl_step.py
 
 clean:
 	rm -rf .checkpoints .cache executed .profiles
