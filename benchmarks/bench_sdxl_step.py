@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import statistics
@@ -239,10 +240,10 @@ class Step:
 class Released:
     """The released SFT script's structure for SDXL, one caption at a time (gradients accumulated over B)."""
 
-    def __init__(self, model: T2IModel, reward, source: ImageTextSource, batch: int, spec: SharpeningSpec):
+    def __init__(self, model: T2IModel, reward, source: ImageTextSource, batch: int, spec: SharpeningSpec, acc):
         self.model, self.reward, self.source, self.batch, self.spec = model, reward, source, batch, spec
         self.stride = model.scheduler.config.num_train_timesteps // spec.infer_steps
-        self.acc = None
+        self.acc = acc  # backpropagates each caption but the last, as the released script's accumulation
 
     def bind(self, prepared):
         self.model.unet = prepared["unet"]
@@ -266,7 +267,9 @@ class Released:
         for i, caption in enumerate(prompts):
             t = int(t_all[i])
             noise = torch.randn((n, *x0.shape[1:]), generator=gen).to(dev, x0.dtype)
-            x = diffusion.add_noise(model.scheduler, x0[i : i + 1].repeat(n, 1, 1, 1), noise, torch.full((n,), t))
+            x = diffusion.add_noise(
+                model.scheduler, x0[i : i + 1].repeat(n, 1, 1, 1), noise, torch.full((n,), t, device=dev)
+            )
             cond = model.encode_prompts([caption] * n)
             rewards, losses = [], []
             for k in range(min(spec.m, 1 + t // self.stride)):
@@ -287,16 +290,14 @@ class Released:
 
 def make(kind: str, base: T2IModel, reward, batch: int, args, acc):
     """A fresh copy of the (host-resident) base model on the device, and the implementation `kind` on it."""
-    model = copy.deepcopy(base)
+    model = copy.deepcopy(base)  # the copy's unet and vae are its pipe's (deepcopy keeps the sharing)
     model.pipe.to(model.device)
-    model.unet, model.vae = model.pipe.unet, model.pipe.vae
     common = dict(n=args.n, m=args.m)
     if kind == "released":
-        method = Released(model, reward, sft_source(base, args), batch, SharpeningSpec(**common))
-        method.acc = acc
+        method = Released(model, reward, sft_source(base.image_size), batch, SharpeningSpec(**common), acc)
     elif kind.startswith("sft"):
         spec = SharpeningSpec(**common, grad_pass=kind.split("-")[1])
-        method = SFTSharpening(model, reward, sft_source(base, args), batch, spec)
+        method = SFTSharpening(model, reward, sft_source(base.image_size), batch, spec)
     else:  # rlhf-<x0>-<grad_pass>
         _, x0, grad_pass = kind.split("-")
         spec = RLHFSpec(**common, x0=x0, grad_pass=grad_pass, gen_steps=args.gen_steps)
@@ -304,17 +305,11 @@ def make(kind: str, base: T2IModel, reward, batch: int, args, acc):
     return Step(model, method, acc, args.checkpointing)
 
 
-_SOURCES: dict = {}
-
-
-def sft_source(model: T2IModel, args) -> ImageTextSource:
+@functools.cache
+def sft_source(resolution: int) -> ImageTextSource:
     """Random images at the model's resolution with captions (the step's cost does not depend on content)."""
-    key = model.image_size
-    if key not in _SOURCES:
-        rng = np.random.default_rng(0)
-        images = rng.integers(0, 256, (16, key, key, 3), dtype=np.uint8)
-        _SOURCES[key] = ImageTextSource(images, [CAPTIONS[i % len(CAPTIONS)] for i in range(16)], "random")
-    return _SOURCES[key]
+    images = np.random.default_rng(0).integers(0, 256, (16, resolution, resolution, 3), dtype=np.uint8)
+    return ImageTextSource(images, [CAPTIONS[i % len(CAPTIONS)] for i in range(16)], "random")
 
 
 # ----------------------------------------------------------------------------- measurements
