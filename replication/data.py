@@ -36,7 +36,7 @@ from . import paths
 from .world import Sampler, render_batch, sample_captioned, vocab
 
 CANVAS = 32
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,18 @@ def build_prompt_sets() -> dict[str, list[dict]]:
             if split == "heldout" and cat == "shape":
                 continue  # shape prompts state sizes and shapes only: no held-out colour/texture pairing
             for _ in range(COMPBENCH_PER_SPLIT):
-                _, text, claims = sample_captioned(s, cat, heldout=split == "heldout")
-                rows.append({"category": cat, "split": split, "prompt": text, "spec": claims.to_json()})
+                scene, text, claims = sample_captioned(s, cat, heldout=split == "heldout")
+                # the scene the prompt was drawn from: its render is the prompt's oracle image (the VAE's
+                # ceiling per category, oracle fine-tuning data)
+                rows.append(
+                    {
+                        "category": cat,
+                        "split": split,
+                        "prompt": text,
+                        "spec": claims.to_json(),
+                        "scene": scene.to_json(),
+                    }
+                )
     out["compbench"] = rows
 
     evaluation = {r["prompt"] for r in out["drawbench"]} | {r["prompt"] for r in out["compbench"]}

@@ -1,4 +1,4 @@
-"""Digests of files and of source code, for checkpoint fingerprints and cache keys.
+"""Digests of files and of source code, for checkpoint fingerprints and cache keys; seeds derived from keys.
 
 A result made by older code or from other weights must never be reused: every training checkpoint, the
 evaluation's image cache and the NFE sweep's sample cache are keyed by the digests of what they depend on.
@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import zlib
 from pathlib import Path
+
+import numpy as np
 
 WEIGHT_SUFFIXES = (".safetensors", ".json", ".bin", ".txt")
 
@@ -43,3 +46,15 @@ def source_digest(*objs) -> str:
         h.update(Path(f).name.encode())
         h.update(Path(f).read_bytes())
     return h.hexdigest()
+
+
+def derive_seed(seed: int, *keys) -> int:
+    """A 63-bit seed from an image's seed and any keys (ints or strings), independent of batching."""
+    ints = [int(seed)] + [k if isinstance(k, int) else zlib.crc32(str(k).encode()) for k in keys]
+    return int(np.random.SeedSequence([abs(i) for i in ints]).generate_state(1, np.uint64)[0] % (2**63 - 1))
+
+
+def candidate_seed(seed: int, candidate: int) -> int:
+    """The seed of an image's candidate j: j = 0 is the image's own seed, j > 0 one derived from it (best-of-N's
+    candidates; the evaluation generates them with `evaluate.generate_rows(..., candidate=j)`)."""
+    return int(seed) if candidate == 0 else derive_seed(seed, "initial-noise", candidate)

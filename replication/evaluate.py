@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from . import data, paths, stats
-from .digests import file_digest, source_digest
+from .digests import candidate_seed, file_digest, source_digest
 from .models import T2IModel
 from .tensors import to_float, to_uint8
-from .world import Spec
+from .world import Scene, Spec, render_batch
 from .world import parser as scene_parser
 
 
@@ -121,18 +121,19 @@ def generate_rows(
     seed: int = 0,
     device=None,
     model: T2IModel | None = None,
+    candidate: int = 0,
 ) -> tuple[np.ndarray, float]:
     """Images for evaluation rows: each prompt set is generated (and cached) on its own with seeds
     seed * 100_000 + index within the set, so the CompBench-like images are the very ones the base_model
-    stage's report and every other stage generate for the same prompts."""
+    stage's report and every other stage generate for the same prompts. `candidate` j > 0 gives best-of-N's
+    j-th candidate instead: the noise `methods.inference_time.initial_noise` derives from the seed."""
     sets = [s for s in dict.fromkeys(r["set"] for r in rows)]
     out = None
     nfe_total = 0.0
     for name in sets:
         idx = np.array([i for i, r in enumerate(rows) if r["set"] == name])
-        imgs, nfe = generate_cached(
-            model_dir, [rows[i]["prompt"] for i in idx], seeds_for(len(idx), seed), g, device, model
-        )
+        seeds = [candidate_seed(s, candidate) for s in seeds_for(len(idx), seed)]
+        imgs, nfe = generate_cached(model_dir, [rows[i]["prompt"] for i in idx], seeds, g, device, model)
         if out is None:
             out = np.zeros((len(rows), *imgs.shape[1:]), dtype=np.uint8)
         out[idx] = imgs
@@ -216,14 +217,35 @@ def base_model_report(model_dir: Path, g: GenerationParams, per_split: int, devi
         "chance": round(float(chance.mean()), 4),
         "exact_share": round(float((score == 1).mean()), 4),
     }
-    # the latent space's ceiling: parser score of VAE reconstructions of real renders
-    model = T2IModel.from_pretrained(model_dir, device=device)
-    ds = data.load_image_set("journeydb")
-    real = to_float(ds.images[-256:], model.device)
-    with torch.no_grad():
-        rec = model.decode(model.encode(real, sample=False))
-    report["ceiling"] = {
-        "renders": round(float(parser_scores(ds.images[-256:], ds.specs[-256:]).mean()), 4),
-        "vae_reconstructions": round(float(parser_scores(to_uint8(rec), ds.specs[-256:]).mean()), 4),
-    }
+    # the latent space's ceiling: the parser score of VAE reconstructions of each prompt's own render
+    report["ceiling"] = vae_ceiling(model_dir, picked, device)
+    for cat, entry in report["categories"].items():
+        entry["vae_ceiling"] = report["ceiling"]["categories"][cat]
     return report
+
+
+def oracle_renders(rows: Sequence[dict]) -> np.ndarray:
+    """(N, H, W, 3) uint8 renders of the scenes the prompts were drawn from: images that satisfy them exactly."""
+    return render_batch([Scene.from_json(r["scene"]) for r in rows])
+
+
+@torch.no_grad()
+def vae_ceiling(model_dir: Path, rows: Sequence[dict], device=None, batch_size: int = 256) -> dict:
+    """Parser scores of each prompt's render before and after the model's autoencoder (encode the posterior
+    mean, decode): what a perfect diffusion model in this latent space could reach, overall and per category."""
+    model = T2IModel.from_pretrained(model_dir, device=device)
+    renders = oracle_renders(rows)
+    rec = np.concatenate(
+        [
+            to_uint8(model.decode(model.encode(to_float(chunk, model.device), sample=False)))
+            for chunk in np.array_split(renders, max(1, -(-len(renders) // batch_size)))
+        ]
+    )
+    specs = [r["spec"] for r in rows]
+    exact, through = parser_scores(renders, specs), parser_scores(rec, specs)
+    cats = np.array([r["category"] for r in rows])
+    return {
+        "renders": round(float(exact.mean()), 4),
+        "vae_reconstructions": round(float(through.mean()), 4),
+        "categories": {c: round(float(through[cats == c].mean()), 4) for c in sorted(set(cats))},
+    }

@@ -14,6 +14,7 @@ from .tables import (
     base_model_table,
     clip_table,
     compute_table,
+    controls_table,
     eval_table,
     nfe_table,
     reward_summary,
@@ -71,8 +72,8 @@ def readme_block() -> str:
         out += [
             "**Base model** (`base_model`): exact scene-parser score of its images (50 DDIM steps, CFG 5) per "
             "CompBench-like category, on compositions seen in training and held out, against chance "
-            f"(a random image of the world). Ceilings: renders {base['ceiling']['renders']}, renders through "
-            f"the VAE {base['ceiling']['vae_reconstructions']}.",
+            f"(a random image of the world), and the VAE's ceiling: the score of each prompt's own render "
+            f"after encoding and decoding (renders score {base['ceiling']['renders']}).",
             "",
             _md(df.round(3)),
             "",
@@ -93,6 +94,17 @@ def readme_block() -> str:
             "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.",
             "",
             _md(reward_summary(rew)),
+            "",
+        ]
+    con = _load("controls.json")
+    if con:
+        out += [
+            f"**Controls** (`controls`): paired differences against the base model on {con['n_prompts']} held-out "
+            f"prompts ({con['images_per_prompt']} images each, {con['generation']['num_steps']} DDIM steps); "
+            "`parser` is the scene-parser score of every CompBench-like prompt. Positive controls must rise "
+            "(CI above 0), the noise reward's must stay flat (CI, Bonferroni over its columns, contains 0).",
+            "",
+            _md(controls_table(con)),
             "",
         ]
     bm = _load("base_model.json")
@@ -247,6 +259,14 @@ def claims() -> list[str]:
                 f"({'holds' if above else 'does not hold'}); against the base model {_diff_verdict(d)} "
                 f"({_ci_md(d)})."
             )
+    con = _load("controls.json")
+    if con:
+        failed = [k for k, ok in con["passed"].items() if not ok]
+        out.append(
+            f"Controls, 'this laboratory can see an effect': {sum(con['passed'].values())} of {len(con['passed'])} "
+            "controls pass"
+            + (f"; failing: {', '.join(failed)} (a verdict that leans on these is uninformative)." if failed else ".")
+        )
     base = _load("base_model_report.json")
     if base:
         cats = base["categories"]

@@ -17,10 +17,32 @@ def _ci(d: dict, digits: int = 4) -> str:
 def base_model_table(report: dict) -> pd.DataFrame:
     """Parser scores of the base model per CompBench-like category, with chance and the ceiling."""
     rows = {cat: v for cat, v in report.get("categories", {}).items()}
-    df = pd.DataFrame(rows).T.reindex(columns=["seen", "heldout", "all", "chance"])
-    df.loc["overall"] = [None, None, report["overall"]["score"], report["overall"]["chance"]]
-    df.attrs["ceiling"] = report.get("ceiling")
+    df = pd.DataFrame(rows).T.reindex(columns=["seen", "heldout", "all", "chance", "vae_ceiling"])
+    ceiling = report.get("ceiling", {})
+    df.loc["overall"] = [
+        None,
+        None,
+        report["overall"]["score"],
+        report["overall"]["chance"],
+        ceiling.get("vae_reconstructions"),
+    ]
+    df.attrs["ceiling"] = ceiling
     return df
+
+
+def controls_table(res: dict) -> pd.DataFrame:
+    """One row per control check: the metric, its paired difference against the base model, and the verdict."""
+    rows = {
+        key: {
+            "expect": c["expect"] + (f" >= {c['min_gain']:g}" if c["min_gain"] else ""),
+            "delta": round(c["delta"], 4),
+            "CI": f"[{c['ci'][0]:.4f}, {c['ci'][1]:.4f}] ({c['confidence']:.1%})",
+            "n": c["n"],
+            "pass": "yes" if c["pass"] else "NO",
+        }
+        for key, c in res["controls"].items()
+    }
+    return pd.DataFrame(rows).T
 
 
 def clip_table(report: dict) -> pd.DataFrame:

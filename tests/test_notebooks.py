@@ -72,6 +72,12 @@ def test_every_stage_runs_on_cuda_and_its_pipelines_reload_there(repo_root, tmp_
         assert images.is_cuda and torch.isfinite(images).all(), name
 
 
+def con_verifiers():
+    from replication.recipes.controls import BestOfNControl
+
+    return BestOfNControl().verifiers
+
+
 def run_smoke_pipeline(scratch_repo, monkeypatch):
     import papermill
 
@@ -101,6 +107,11 @@ def run_smoke_pipeline(scratch_repo, monkeypatch):
 
     base = json.loads((scratch_repo / "results" / "base_model_report.json").read_text())
     assert set(base["categories"]) >= {"color", "shape", "texture", "spatial", "non_spatial", "complex", "numeracy"}
+    assert base["ceiling"]["renders"] == 1.0 and set(base["ceiling"]["categories"]) == set(base["categories"])
+    con = json.loads((scratch_repo / "results" / "controls.json").read_text())
+    assert set(con["passed"]) == {"draft", "oracle", "noise"} | {f"best_of_n[{v}]" for v in con_verifiers()}
+    for c in con["controls"].values():
+        assert c["ci"][0] <= c["delta"] <= c["ci"][1] and c["n"] > 0 and c["expect"] in ("rise", "flat")
     ev = json.loads((scratch_repo / "results" / "eval_clip.json").read_text())
     assert set(ev["systems"]) == {"base", "sft_sharpening", "standard_finetune", "rlhf_sharpening"}
     for r in ev["systems"].values():

@@ -19,23 +19,16 @@ reading at that moment.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from .. import diffusion
+from ..digests import candidate_seed, derive_seed
 
 
 # ----------------------------------------------------------------------------- seeded noise
-def derive_seed(seed: int, *keys) -> int:
-    """A 63-bit seed from an image's seed and any keys (ints or strings), independent of batching."""
-    ints = [int(seed)] + [k if isinstance(k, int) else zlib.crc32(str(k).encode()) for k in keys]
-    return int(np.random.SeedSequence([abs(i) for i in ints]).generate_state(1, np.uint64)[0] % (2**63 - 1))
-
-
 def seeded_normal(seeds: Sequence[int], shape: tuple[int, ...], *keys, device, dtype=torch.float32) -> torch.Tensor:
     """(len(seeds), *shape) standard normals; row b depends only on (seeds[b], keys), so results do not
     depend on how prompts are batched (CPU generators: identical on every device)."""
@@ -47,9 +40,7 @@ def seeded_normal(seeds: Sequence[int], shape: tuple[int, ...], *keys, device, d
 def initial_noise(model, seeds: Sequence[int], candidate: int = 0) -> torch.Tensor:
     """Initial latents: candidate 0 is the seed's own noise (the image `generate` makes); candidate j > 0 a
     fresh noise derived from (seed, j)."""
-    if candidate == 0:
-        return model.initial_latents(seeds)
-    return model.initial_latents([derive_seed(s, "initial-noise", candidate) for s in seeds])
+    return model.initial_latents([candidate_seed(s, candidate) for s in seeds])
 
 
 # ----------------------------------------------------------------------------- the verifier

@@ -16,6 +16,7 @@ from .aesthetic import AestheticScore
 from .base import Reward, Weighted, parse_weights
 from .clip import CLIPScore
 from .mllm import MLLMGrader
+from .noise import NoiseReward
 from .preference import load_preference
 
 # name -> (loader(source, device), default source)
@@ -25,6 +26,7 @@ REGISTRY: dict[str, tuple[Callable[..., Reward], str]] = {
     "image_reward": (load_preference, "models/image_reward"),
     "aesthetic": (AestheticScore.load, "models/aesthetic"),
     "mllm": (MLLMGrader.load, "local"),
+    "noise": (NoiseReward.load, "0"),  # the negative control: no model, the source is a seed
 }
 
 
