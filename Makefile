@@ -1,15 +1,18 @@
 # make repro [PROFILE=tiny|smoke|sdxl]  set up the environment, regenerate/check data/, run the DVC pipeline
 # make test                         set up the environment, lint (ruff), check dvc.yaml's derived deps, run the tests
 #                                   and the SDXL step benchmark at its small size (keeps it working without a GPU)
+# make tune [JOBS=2]                the per-method search (tuning/dvc.yaml) as DVC experiments, then its table
+#                                   results/tuning.csv (run `make repro` first: the cells start from its models)
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
+JOBS ?= 2
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup data repro test lab bench clean lock
+.PHONY: setup data repro test tune lab bench clean lock
 
 setup: $(VENV)/.installed
 
@@ -41,6 +44,14 @@ test: setup data
 	$(PY) -m replication.pipeline check
 	$(PY) -m pytest -q
 	$(PY) benchmarks/bench_sdxl_step.py --size small --batch 1 --n 2 --m 2 --gen-steps 2 --steps 1 --warmup 0
+
+# One experiment per cell of params.yaml's tune.grid, queued (`dvc exp run --queue`) and run JOBS at a time by DVC's
+# own queue (`dvc queue start`); `collect` reads `dvc exp show --json` into results/tuning.csv and results/tuning.json.
+tune: setup data
+	$(PY) -m replication.recipes.tuning queue
+	$(VENV)/bin/dvc queue start -j $(JOBS)
+	$(PY) -m replication.recipes.tuning wait
+	$(PY) -m replication.recipes.tuning collect
 
 lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/

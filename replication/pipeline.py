@@ -9,6 +9,7 @@ the stage module declares (`params.sections`), each with the profile overrides p
 `profile`. Nothing of either is written by hand:
 
     python -m replication.pipeline write            write every stage's code deps and params into dvc.yaml
+                                                    (and tuning/dvc.yaml, the search run as experiments)
     python -m replication.pipeline check            exit 1, naming each difference, if dvc.yaml is not what
                                                     `write` would make (the test suite runs this)
     python -m replication.pipeline closure STAGE    print one stage's closure
@@ -36,6 +37,9 @@ from . import config, paths
 PACKAGE = "replication"
 CODE_PREFIX = f"{PACKAGE}/"
 DEFAULT_PROFILE = "tiny"
+# ./dvc.yaml is the default `dvc repro`; tuning/dvc.yaml (per-method search) runs as DVC experiments only. Both
+# run from the repository root (tuning's stage has `wdir: ..`), so their paths read the same.
+PIPELINES = ("dvc.yaml", "tuning/dvc.yaml")
 
 
 # ----------------------------------------------------------------------------- the import closure
@@ -151,6 +155,18 @@ def derived(dvc: dict) -> dict[str, dict[str, list[str]]]:
             "code": code_deps(notebook_of(st)),
             "params": stage_params(stage_module(name).params.sections, raw),
         }
+    return out
+
+
+def all_stages(root: Path | None = None) -> dict[str, dict]:
+    """Every stage of every pipeline file (stage names are unique across them)."""
+    root = root or paths.root()
+    out: dict[str, dict] = {}
+    for f in PIPELINES:
+        for name, st in (_yaml().load((root / f).read_text())["stages"] or {}).items():
+            if name in out:
+                raise ValueError(f"stage {name!r} is defined in two pipeline files")
+            out[name] = st
     return out
 
 
@@ -271,27 +287,27 @@ def repro(profile: str = DEFAULT_PROFILE, root: Path | None = None) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m replication.pipeline", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("write", help="write the derived code deps and params of every stage into dvc.yaml")
-    sub.add_parser("check", help="fail if dvc.yaml's code deps or params differ from the derived ones")
+    sub.add_parser("write", help="write the derived code deps and params of every stage into its pipeline file")
+    sub.add_parser("check", help="fail if a pipeline file's code deps or params differ from the derived ones")
     c = sub.add_parser("closure", help="print the code deps of one stage")
     c.add_argument("stage")
     r = sub.add_parser("repro", help="dvc repro of a profile (others than the default run in an isolated copy)")
     r.add_argument("--profile", default=DEFAULT_PROFILE)
     a = ap.parse_args(argv)
-    dvc_path = paths.root() / "dvc.yaml"
+    files = [paths.root() / f for f in PIPELINES]
     if a.cmd == "write":
-        print("dvc.yaml: " + ("updated" if write(dvc_path) else "already current"))
+        for f in files:
+            print(f"{f.relative_to(paths.root())}: " + ("updated" if write(f) else "already current"))
     elif a.cmd == "check":
-        diffs = differences(_yaml().load(dvc_path.read_text()))
+        diffs = [d for f in files for d in differences(_yaml().load(f.read_text()))]
         for d in diffs:
             print(d, file=sys.stderr)
         if diffs:
             print("run `python -m replication.pipeline write`", file=sys.stderr)
             return 1
-        print("dvc.yaml: every stage's code deps and params are the derived ones")
+        print(f"{', '.join(PIPELINES)}: every stage's code deps and params are the derived ones")
     elif a.cmd == "closure":
-        stage = _yaml().load(dvc_path.read_text())["stages"][a.stage]
-        print("\n".join(code_deps(notebook_of(stage))))
+        print("\n".join(code_deps(notebook_of(all_stages()[a.stage]))))
     else:
         try:
             return repro(a.profile)

@@ -10,6 +10,7 @@ from replication import data, evaluate
 from replication.recipes import controls as ctl
 from replication.rewards import registry
 from replication.rewards.noise import NoiseReward
+from replication.tensors import default_device
 from replication.world import Spec, parse_prompt
 
 
@@ -25,6 +26,9 @@ def test_noise_reward_is_seeded_fresh_per_call_and_differentiable():
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert isinstance(registry.load_reward("noise"), NoiseReward)
     assert registry.load_reward("noise").seed == 0
+    # callers put images on reward.device: a noise reward built without one follows the default device
+    assert NoiseReward().device == default_device()
+    assert registry.load_reward("noise", "meta").device == torch.device("meta")
 
 
 def test_noise_reward_gradient_has_no_direction():

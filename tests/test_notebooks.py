@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 import torch
-import yaml
+
+from replication import pipeline
 
 pytestmark = pytest.mark.slow
 
@@ -82,7 +83,7 @@ def run_smoke_pipeline(scratch_repo, monkeypatch):
     import papermill
 
     monkeypatch.setenv("REPLICATION_ROOT", str(scratch_repo))
-    stages = yaml.safe_load((scratch_repo / "dvc.yaml").read_text())["stages"]
+    stages = pipeline.all_stages(scratch_repo)  # dvc.yaml's, then the search's (tuning/dvc.yaml) one cell
     notebooks = sorted(s["cmd"].split()[1] for s in stages.values())  # numbered in pipeline order (static test)
     assert len(notebooks) == len(list((scratch_repo / "notebooks").glob("*.ipynb")))
     (scratch_repo / "executed").mkdir(exist_ok=True)
@@ -112,6 +113,11 @@ def run_smoke_pipeline(scratch_repo, monkeypatch):
     assert set(con["passed"]) == {"draft", "oracle", "noise"} | {f"best_of_n[{v}]" for v in con_verifiers()}
     for c in con["controls"].values():
         assert c["ci"][0] <= c["delta"] <= c["ci"][1] and c["n"] > 0 and c["expect"] in ("rise", "flat")
+    cell = json.loads((scratch_repo / "results" / "tuning" / "cell.json").read_text())  # tune's default cell
+    assert cell["method"] == "draft" and cell["signal"] == "reward clip" and cell["n"] == 4
+    assert cell["ci"][0] <= cell["delta"] <= cell["ci"][1] and cell["base"] + cell["delta"] == pytest.approx(
+        cell["score"]
+    )
     ev = json.loads((scratch_repo / "results" / "eval_clip.json").read_text())
     assert set(ev["systems"]) == {"base", "sft_sharpening", "standard_finetune", "rlhf_sharpening"}
     for r in ev["systems"].values():

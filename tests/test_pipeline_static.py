@@ -15,7 +15,8 @@ from replication.stages.__main__ import stage_module, stage_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-STAGES: dict = DVC["stages"]
+TUNING = yaml.safe_load((ROOT / "tuning" / "dvc.yaml").read_text())  # the search, run as DVC experiments only
+STAGES: dict = {**DVC["stages"], **TUNING["stages"]}
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
 NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
 CMD = re.compile(r"^papermill notebooks/(?P<nb>[\w.-]+)\.ipynb executed/(?P=nb)\.ipynb -k python3(\s|$)")
@@ -102,6 +103,19 @@ def test_code_deps_and_params_are_the_derived_ones():
     """Every stage's replication/ deps are exactly the import closure of its notebook, and its params are exactly
     the sections its module reads (with their profile overrides): `python -m replication.pipeline write` made them."""
     assert pipeline.differences(DVC) == []
+    assert pipeline.differences(TUNING) == []
+    assert set(pipeline.all_stages()) == set(STAGES)
+
+
+def test_tuning_runs_outside_the_default_repro_and_has_every_methods_inputs():
+    """`dvc repro` (./dvc.yaml) never runs the search; its stage reads every input of the methods it trains."""
+    from replication.recipes.tuning import METHODS
+
+    assert "tune" not in DVC["stages"] and TUNING["stages"]["tune"]["wdir"] == ".."
+    tune = {p for p, _ in entries(STAGES["tune"], "deps")}
+    for m in METHODS:
+        inputs = {p for p, _ in entries(STAGES[m], "deps") if p.startswith(("models/", "generated/", "data"))}
+        assert inputs <= tune, f"stage tune lacks {m}'s inputs {sorted(inputs - tune)}"
 
 
 def test_the_deps_check_fails_when_a_closure_file_is_missing():
@@ -146,12 +160,14 @@ def test_closures_are_tight():
     }
     for name in ("base_model", "clip", "evaluate", "standard_finetune"):  # they load no reward by name
         assert "replication/rewards/mllm.py" not in deps[name], name
-    for name, d in deps.items():  # a stage depends on no other stage's module
-        assert not {f for f in d if f.startswith("replication/stages/")} - {
-            "replication/stages/__init__.py",
-            "replication/stages/common.py",
-            f"replication/stages/{name}.py",
-        }, name
+    # a stage depends on no other stage's module; tune trains each method as its stage does (their `build`)
+    from replication.recipes.tuning import METHODS
+
+    for name, d in deps.items():
+        allowed = {"replication/stages/__init__.py", "replication/stages/common.py", f"replication/stages/{name}.py"}
+        if name == "tune":
+            allowed |= {f"replication/stages/{m}.py" for m in METHODS}
+        assert not {f for f in d if f.startswith("replication/stages/")} - allowed, name
     assert "replication/methods/ddpo.py" not in deps["sft_sharpening"]
     assert "replication/train.py" not in deps["evaluate"] | deps["evaluate_base"] | deps["fig5"]
 

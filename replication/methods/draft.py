@@ -19,7 +19,8 @@ import torch
 
 from .. import diffusion
 from ..models import T2IModel
-from ..sources import PromptSource
+from ..rewards import registry
+from ..sources import PromptSource, prompt_source
 from .common import LoraSpec, UNetMethod, differentiable, spec_fields
 
 MODES = ("draft", "refl")
@@ -104,3 +105,18 @@ class RewardBackprop(UNetMethod):
             "reward_std": r.std(unbiased=False).item(),
             "nfe": self.nfe_since(mark),
         }
+
+
+def reward_backprop(model: T2IModel, s, fingerprint: dict) -> RewardBackprop:
+    """The method of a params section holding BackpropSpec's fields plus `reward`, `prompts`, `lora` and `train`
+    (params.yaml: draft, controls.draft, controls.noise): the reward loaded by name on the model's device, the
+    prompt set by name, both named in the fingerprint beside `fingerprint` (the starting model's)."""
+    return RewardBackprop(
+        model,
+        registry.load_reward(s.reward, model.device),
+        prompt_source(s.prompts),
+        s.train.batch_size,
+        s,
+        lora=s.lora,
+        fingerprint={**fingerprint, **registry.fingerprint(s.reward), "prompts": s.prompts},
+    )

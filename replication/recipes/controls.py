@@ -28,12 +28,12 @@ from ..data import CANVAS
 from ..digests import file_digest
 from ..evaluate import GenerationParams, generate_rows
 from ..methods.common import LoraSpec
-from ..methods.draft import BackpropSpec, RewardBackprop
+from ..methods.draft import BackpropSpec, reward_backprop
 from ..methods.standard import StandardFinetune
 from ..metrics import PARSER_COLUMNS, MetricSuite, evaluation_rows
 from ..models import T2IModel
 from ..rewards import registry
-from ..sources import ImageTextSource, prompt_source
+from ..sources import ImageTextSource
 from ..tensors import default_device, to_float
 from ..train import TrainParams, train_named
 from ..world import Sampler, render_batch, sample_captioned, vocab
@@ -106,15 +106,7 @@ class ControlsParams:
 # ----------------------------------------------------------------------------- the controls' models
 def train_draft(name: str, base: Path, c: BackpropControl, show_progress: bool) -> tuple[Path, dict]:
     model = T2IModel.from_pretrained(base, device=default_device())
-    method = RewardBackprop(
-        model,
-        registry.load_reward(c.reward, default_device()),
-        prompt_source(c.prompts),
-        c.train.batch_size,
-        c,
-        lora=c.lora,
-        fingerprint={"model": file_digest(base), **registry.fingerprint(c.reward), "prompts": c.prompts},
-    )
+    method = reward_backprop(model, c, {"model": file_digest(base)})
     return paths.models() / name, train_named(name, method, c.train, show_progress)
 
 

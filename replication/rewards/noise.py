@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..tensors import default_device
 from .base import check_batch
 
 
@@ -23,7 +24,7 @@ class NoiseReward:
 
     def __init__(self, seed: int = 0, scale: float = 100.0, device=None):
         self.seed, self.scale, self.calls = int(seed), float(scale), 0
-        self.device = torch.device(device) if device is not None else None
+        self.device = torch.device(device) if device is not None else default_device()  # where callers put images
 
     def _direction(self, like: torch.Tensor) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.calls)

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import config, figures, paths
-from ..methods.draft import BackpropSpec, RewardBackprop
-from ..rewards import registry
-from ..sources import prompt_source
-from ..tensors import default_device
+from ..methods.draft import BackpropSpec, RewardBackprop, reward_backprop
 from ..train import train_named
 from .common import RunParams, load_model
 
@@ -27,17 +24,8 @@ params = config.loader({NAME: DraftParams})
 
 
 def build(p: config.Params) -> RewardBackprop:
-    s = p.draft
-    model, fp = load_model(s)
-    return RewardBackprop(
-        model,
-        registry.load_reward(s.reward, default_device()),
-        prompt_source(s.prompts),
-        s.train.batch_size,
-        s,
-        lora=s.lora,
-        fingerprint={**fp, **registry.fingerprint(s.reward), "prompts": s.prompts},
-    )
+    model, fp = load_model(p.draft)
+    return reward_backprop(model, p.draft, fp)
 
 
 def run(p: config.Params, show_progress: bool = True) -> dict:
