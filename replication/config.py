@@ -122,12 +122,26 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- the file and its profiles
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML reads YAML 1.1, where `no`, `off`, `yes`, `on` are booleans; `dvc exp run -S` rewrites params.yaml as
+    YAML 1.2 (ruamel), where they are strings, and drops the quotes of `"no"`. Booleans are read as YAML 1.2 does."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def read(path: str | Path | None = None) -> dict:
     """params.yaml as a mapping (not yet validated)."""
     path = Path(path) if path else paths.root() / "params.yaml"
     if not path.exists():
         raise ConfigError(f"params: {path} does not exist; run from the repository (or pass its params.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = yaml.load(path.read_text(), Loader=_Yaml12Loader) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"params: {path} must be a mapping at the top level")
     profiles = raw.get("profiles") or {}
