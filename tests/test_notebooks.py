@@ -115,7 +115,7 @@ def run_smoke_pipeline(scratch_repo, monkeypatch):
         assert c["ci"][0] <= c["delta"] <= c["ci"][1] and c["n"] > 0 and c["expect"] in ("rise", "flat")
     cell = json.loads((scratch_repo / "results" / "tuning" / "cell.json").read_text())  # tune's default cell
     assert cell["method"] == "draft" and cell["signal"] == "reward clip" and cell["n"] == 4
-    assert cell["ci"][0] <= cell["delta"] <= cell["ci"][1] and cell["base"] + cell["delta"] == pytest.approx(
+    assert cell["ci_low"] <= cell["delta"] <= cell["ci_high"] and cell["base"] + cell["delta"] == pytest.approx(
         cell["score"]
     )
     ev = json.loads((scratch_repo / "results" / "eval_clip.json").read_text())

@@ -79,9 +79,9 @@ def _exp_show(cells):
     return [{**rev(cells[0]), "experiments": [{"revs": [rev(c)]} for c in cells[1:]] + [{"revs": [{"rev": "y"}]}]}]
 
 
-def _cell(method, lr, score):
-    return {"method": method, "lr": lr, "steps": 10, "beta": None, "signal": "s", "score": score, "base": 0.0,
-            "delta": score, "ci": [score - 1, score + 1], "n": 4}  # fmt: skip
+def _cell(method, lr, score):  # as dvc exp show gives a metrics file: no null values
+    return {"method": method, "lr": lr, "steps": 10, "signal": "s", "score": score, "base": 0.0,
+            "delta": score, "ci_low": score - 1, "ci_high": score + 1, "n": 4}  # fmt: skip
 
 
 def test_table_chooses_each_methods_highest_score(tmp_path):

@@ -200,7 +200,8 @@ def validate(t: TuneParams, section, model_dir: Path, base_dir: Path) -> dict:
         "score": round(float(mine.mean()), 6),
         "base": round(float(base.mean()), 6),
         "delta": round(d["mean"], 6),
-        "ci": [round(d["ci_low"], 6), round(d["ci_high"], 6)],
+        "ci_low": round(d["ci_low"], 6),  # scalars: dvc exp show drops lists (and nulls) from metrics files
+        "ci_high": round(d["ci_high"], 6),
         "n": int(d["n"]),
     }
 
@@ -217,7 +218,7 @@ def cells_of_exp_show(exps: list[dict], metrics: str = "results/tuning/cell.json
     def visit(rev: dict):
         m = ((rev.get("data") or {}).get("metrics") or {}).get(metrics)
         if m and "data" in m and "method" in m["data"]:
-            cell = m["data"]
+            cell = {**m["data"], "beta": m["data"].get("beta")}  # DVC leaves null values out
             out[(cell["method"], cell["lr"], cell["steps"], cell["beta"])] = cell
 
     for entry in exps:
@@ -234,16 +235,9 @@ def table(cells: list[dict]) -> tuple[list[dict], dict[str, dict]]:
     chosen = {}
     for c in rows:
         chosen.setdefault(c["method"], c)
-    flat = [
-        {
-            **{k: c[k] for k in ("method", "lr", "steps", "beta", "signal", "score", "base", "delta", "n")},
-            "ci_low": c["ci"][0],
-            "ci_high": c["ci"][1],
-            "chosen": chosen[c["method"]] is c,
-        }
-        for c in rows
-    ]
-    return flat, {m: {k: c[k] for k in ("lr", "steps", "beta", "score", "delta", "ci")} for m, c in chosen.items()}
+    flat = [{**{k: c[k] for k in COLUMNS[:-1]}, "chosen": chosen[c["method"]] is c} for c in rows]
+    keep = ("lr", "steps", "beta", "signal", "score", "delta", "ci_low", "ci_high")
+    return flat, {m: {k: c[k] for k in keep} for m, c in chosen.items()}
 
 
 def write_table(cells: list[dict], path: Path) -> dict[str, dict]:
