@@ -6,6 +6,8 @@
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 JOBS ?= 2
+# torch threads per experiment: the cores shared out (2 runs of 2 threads each on 2 cores ran 5x slower per step)
+THREADS ?= $(shell $(PYTHON) -c 'import os; print(max(1, (os.cpu_count() or 1) // $(JOBS)))')
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -49,7 +51,7 @@ test: setup data
 # own queue (`dvc queue start`); `collect` reads `dvc exp show --json` into results/tuning.csv and results/tuning.json.
 tune: setup data
 	$(PY) -m replication.recipes.tuning queue
-	$(VENV)/bin/dvc queue start -j $(JOBS)
+	OMP_NUM_THREADS=$(THREADS) $(VENV)/bin/dvc queue start -j $(JOBS)
 	$(PY) -m replication.recipes.tuning wait
 	$(PY) -m replication.recipes.tuning collect
 
