@@ -169,20 +169,23 @@ def reward_summary(rew: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).T.reindex(columns=["test", "model", "starting CLIP", "noise ceiling", "n"])
 
 
+# the fine-tuning runs of Table 1 (each a stage of dvc.yaml and a section of params.yaml), in the table's order
+FINETUNED = (
+    "sft_sharpening",
+    "rlhf_sharpening",
+    "standard_finetune",
+    "diffusion_dpo",
+    "ddpo",
+    "d3po",
+    "iterpo",
+    "draft",
+)
+
+
 def training_table() -> pd.DataFrame | None:
     """Per fine-tuning run: steps, training NFEs, and the training reward at the start and at the end."""
-    runs = [
-        "sft_sharpening",
-        "rlhf_sharpening",
-        "standard_finetune",
-        "diffusion_dpo",
-        "ddpo",
-        "d3po",
-        "iterpo",
-        "draft",
-    ]
     rows = {}
-    for name in runs:
+    for name in FINETUNED:
         path = paths.train_logs() / f"{name}.csv"
         if not path.exists():
             continue

@@ -15,6 +15,7 @@ import yaml
 from replication import config
 from replication.config import ConfigError
 from replication.stages.__main__ import schemas, stage_module
+from replication.tables import FINETUNED
 
 
 def load_all(path=None, profile=None, overrides=None) -> config.Params:
@@ -300,16 +301,7 @@ def test_cli_check(repo_root):
     assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)
 
 
-FINETUNE = (
-    "sft_sharpening",
-    "rlhf_sharpening",
-    "standard_finetune",
-    "diffusion_dpo",
-    "ddpo",
-    "d3po",
-    "iterpo",
-    "draft",
-)
+FINETUNE = FINETUNED
 
 
 @pytest.mark.parametrize("name", FINETUNE)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from replication import pipeline
+from replication.tables import FINETUNED
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +39,6 @@ def copy_repo(repo_root, tmp_path_factory):
             shutil.copy2(repo_root / f, dst / f)
     (dst / "data").symlink_to(repo_root / "data")
     return dst
-
-
-FINETUNED = (
-    "sft_sharpening",
-    "standard_finetune",
-    "rlhf_sharpening",
-    "diffusion_dpo",
-    "ddpo",
-    "d3po",
-    "iterpo",
-    "draft",
-)
 
 
 def test_every_notebook_runs_on_the_smoke_profile(scratch_repo, monkeypatch):

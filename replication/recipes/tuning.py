@@ -36,21 +36,12 @@ from .. import config, data, diffusion, paths, stats
 from ..evaluate import GenerationParams, generate_rows
 from ..models import T2IModel
 from ..rewards import registry
+from ..tables import FINETUNED
 from ..tensors import default_device, to_float
 from ..world import Sampler, render_batch, sample_captioned, vocab
 from ..world.rater import judge
 
-# the fine-tuning methods of Table 1 (each a stage of dvc.yaml and a section of params.yaml)
-METHODS = (
-    "sft_sharpening",
-    "rlhf_sharpening",
-    "standard_finetune",
-    "diffusion_dpo",
-    "ddpo",
-    "d3po",
-    "iterpo",
-    "draft",
-)
+METHODS = FINETUNED  # the fine-tuning methods of Table 1
 RATER_METHODS = ("diffusion_dpo", "d3po")  # learn from the simulated rater's choices
 DENOISING_METHODS = ("standard_finetune",)  # no reward: the validation denoising error is their own objective
 STYLES = ("generic", "detailed", "pokemon") + vocab.CATEGORIES  # the RLHF pool's styles
