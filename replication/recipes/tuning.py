@@ -288,7 +288,8 @@ def wait(poll: float = 10.0) -> dict[str, int]:
 
 def collect(t: TuneParams) -> dict[str, dict]:
     """The table of every finished cell (from `dvc exp show --json`) and each method's choice."""
-    cells = cells_of_exp_show(json.loads(_dvc("exp", "show", "--json").stdout))
+    # -A: experiments of every commit (commits made while the queue ran move HEAD away from the cells' baseline)
+    cells = cells_of_exp_show(json.loads(_dvc("exp", "show", "--json", "-A").stdout))
     if not cells:
         raise RuntimeError(
             "no tuning cell has finished: run `make tune` (dvc exp show lists no results/tuning/cell.json)"
