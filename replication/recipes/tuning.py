@@ -146,10 +146,10 @@ def denoising_scores(model: T2IModel, images: np.ndarray, prompts: list[str], dr
     x0 = model.encode(to_float(images, model.device), sample=False)
     cond = model.encode_prompts(prompts)
     total = torch.zeros(len(prompts), device=model.device)
+    steps = model.scheduler.config.num_train_timesteps
     for d in range(draws):
         gen = torch.Generator().manual_seed(seed * 1_000 + d)
-        t = torch.randint(0, model.scheduler.config.num_train_timesteps, (len(prompts),), generator=gen)
-        t = t.to(model.device)
+        t = torch.randint(0, steps, (len(prompts),), generator=gen).to(model.device)  # CPU generator: one stream
         eps = torch.randn(x0.shape, generator=gen).to(x0.device, x0.dtype)
         out = model.eps(diffusion.add_noise(model.scheduler, x0, eps, t), t, cond)
         target = diffusion.target_for(model.scheduler, x0, eps, t)
