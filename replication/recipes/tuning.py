@@ -255,10 +255,6 @@ def queue_commands(t: TuneParams) -> list[list[str]]:
     return cmds
 
 
-def load_exp_show(path: Path) -> list[dict]:
-    return json.loads(path.read_text())
-
-
 # ----------------------------------------------------------------------------- make tune
 def _dvc(*args: str) -> subprocess.CompletedProcess:
     r = subprocess.run(["dvc", *args], capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
