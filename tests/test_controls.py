@@ -11,6 +11,7 @@ from replication.recipes import controls as ctl
 from replication.rewards import registry
 from replication.rewards.noise import NoiseReward
 from replication.tensors import default_device
+from replication.train import TrainParams, train
 from replication.world import Spec, parse_prompt
 
 
@@ -119,3 +120,16 @@ def test_controls_params_are_validated():
         ctl.BestOfNControl(budget=1)
     with pytest.raises(ValueError, match="must be 'noise'"):
         ctl.ControlsParams(noise=ctl.BackpropControl(reward="clip"))
+
+
+def test_oracle_run_takes_its_dropout_and_text_encoder_choice(micro_sd, tmp_path):
+    assert ctl.OracleControl().cond_dropout > 0  # without it, oracle data did not raise the parser score
+    c = ctl.OracleControl(
+        scenes=8, train_text_encoder=True, train=TrainParams(steps=2, batch_size=4, lr=1e-3, checkpoint_every=2)
+    )
+    method = ctl.oracle_method(micro_sd, ctl.oracle_set(8, seed=31, exclude=set()), c, {"model": "micro"})
+    assert set(method.modules()) == {"unet", "text_encoder"} and method.cond_dropout == c.cond_dropout
+    before = [p.detach().clone() for p in micro_sd.pipe.text_encoder.parameters()]
+    train(method, c.train, tmp_path / "ckpt", tmp_path / "log.csv", show_progress=False)
+    after = list(micro_sd.pipe.text_encoder.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))

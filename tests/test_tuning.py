@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from replication import config, data, diffusion
+from replication import config, data, diffusion, paths
 from replication.recipes import tuning
 from replication.recipes.tuning import SearchSpace, TuneParams
 from replication.tensors import to_float
@@ -68,6 +69,20 @@ def test_params_yaml_grid_names_every_table1_method_once():
         assert c[:6] == ["dvc", "exp", "run", "--queue", "-s", "-n"] and c[-1] == "tuning/dvc.yaml:tune"
         sets = [c[i + 1] for i, a in enumerate(c) if a == "-S"]
         assert [s.split("=")[0] for s in sets] == ["tune.method", "tune.lr", "tune.steps", "tune.beta"]
+
+
+def test_params_yaml_trains_table1_with_the_searchs_choices():
+    """Each Table-1 method's section holds the values results/tuning.json chose (a rerun of the search that chooses
+    otherwise fails here until params.yaml follows it)."""
+    chosen = json.loads((paths.root() / "results" / "tuning.json").read_text())["chosen"]
+    assert set(chosen) == set(tuning.METHODS)
+    raw = config.effective(config.read(), "tiny")  # the default profile: what the committed results come from
+    for method, c in chosen.items():
+        section = raw[method]
+        assert section["train"]["lr"] == pytest.approx(c["lr"]), method
+        assert section["train"]["steps"] == c["steps"], method
+        if c.get("beta") is not None:
+            assert section["beta"] == pytest.approx(c["beta"]), method
 
 
 def _exp_show(cells):
