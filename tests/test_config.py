@@ -219,8 +219,8 @@ def test_profile_overrides_merge_key_by_key(repo_root):
     assert ev.train.weight_decay == 0.1 and ev.train.lr_warmup_steps == 50
     assert smoke.clip.reward.train.seed == 0 and smoke.clip.reward.arch.layers == 4
     assert tiny.clip.evaluator.train.steps == raw["clip"]["evaluator"]["train"]["steps"]
-    # the sft override keeps the file's own non-default values (adam_beta1 0.0, lr 1e-4)
-    assert smoke.sft_sharpening.train.adam_beta1 == 0.0 and smoke.sft_sharpening.train.lr == pytest.approx(1e-4)
+    # the sft override keeps the file's own non-default values (adam_beta1 0.0, lr 1e-5 where the default is 1e-4)
+    assert smoke.sft_sharpening.train.adam_beta1 == 0.0 and smoke.sft_sharpening.train.lr == pytest.approx(1e-5)
     sft_over = raw["profiles"]["smoke"]["sft_sharpening"]["train"]
     assert smoke.sft_sharpening.train.steps == sft_over["steps"] != tiny.sft_sharpening.train.steps
     assert smoke.base_model.generation.guidance_scale == tiny.base_model.generation.guidance_scale
@@ -237,14 +237,14 @@ def test_overrides_apply_last(repo_root):
 
 
 def test_yaml_exponent_without_dot_is_a_float(tmp_path, params_text):
-    text = params_text.replace("lr: 1.0e-4, adam_beta1", "lr: 1e-4, adam_beta1", 1).replace(
+    text = params_text.replace("lr: 1.0e-5, adam_beta1", "lr: 1e-5, adam_beta1", 1).replace(
         "kl_weight: 1.0e-6", "kl_weight: 1e-6"
     )
-    assert text.count("1e-4") == 1 and "kl_weight: 1e-6" in text
+    assert text.count("1e-5") == 1 and "kl_weight: 1e-6" in text
     raw = yaml.safe_load(text)
-    assert raw["sft_sharpening"]["train"]["lr"] == "1e-4"  # PyYAML reads it as a string
+    assert raw["sft_sharpening"]["train"]["lr"] == "1e-5"  # PyYAML reads it as a string
     p = load_all(write_params(tmp_path, text), profile="tiny")
-    assert isinstance(p.sft_sharpening.train.lr, float) and p.sft_sharpening.train.lr == 1e-4
+    assert isinstance(p.sft_sharpening.train.lr, float) and p.sft_sharpening.train.lr == 1e-5
     assert p.base_model.vae.kl_weight == 1e-6
 
 
