@@ -66,6 +66,7 @@ DRAWBENCH = {
 COMPBENCH_PER_SPLIT = 100
 RLHF_POOL = 2000
 PROMPT_SEEDS = {"drawbench": 21, "compbench": 22, "rlhf_pool": 23}
+RLHF_STYLES = ("generic", "detailed", "pokemon") + vocab.CATEGORIES  # the RLHF pool draws a style per prompt
 
 
 def _dumps(obj) -> str:
@@ -121,13 +122,12 @@ def build_prompt_sets() -> dict[str, list[dict]]:
 
     evaluation = {r["prompt"] for r in out["drawbench"]} | {r["prompt"] for r in out["compbench"]}
     s = Sampler(np.random.default_rng(PROMPT_SEEDS["rlhf_pool"]), CANVAS)
-    styles = ("generic", "detailed", "pokemon") + vocab.CATEGORIES
     rows = []
     seen = set()
     for _ in range(50 * RLHF_POOL):
         if len(rows) == RLHF_POOL:
             break
-        style = s.choice(styles)  # random, so a style with few distinct prompts (shape) cannot stall the pool
+        style = s.choice(RLHF_STYLES)  # random, so a style with few distinct prompts (shape) cannot stall the pool
         _, text, claims = sample_captioned(s, style, heldout=False)
         if text in evaluation or text in seen:
             continue

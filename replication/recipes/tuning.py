@@ -38,13 +38,12 @@ from ..models import T2IModel
 from ..rewards import registry
 from ..tables import FINETUNED
 from ..tensors import default_device, to_float
-from ..world import Sampler, render_batch, sample_captioned, vocab
+from ..world import Sampler, render_batch, sample_captioned
 from ..world.rater import judge
 
 METHODS = FINETUNED  # the fine-tuning methods of Table 1
 RATER_METHODS = ("diffusion_dpo", "d3po")  # learn from the simulated rater's choices
 DENOISING_METHODS = ("standard_finetune",)  # no reward: the validation denoising error is their own objective
-STYLES = ("generic", "detailed", "pokemon") + vocab.CATEGORIES  # the RLHF pool's styles
 
 
 @dataclass
@@ -102,12 +101,13 @@ class TuneParams:
         """params overrides that put this cell into the method's section (`section`: its current values)."""
         if self.beta is not None and not hasattr(section, "beta"):
             raise ValueError(f"tune.beta is set but {self.method} has no beta; set tune.beta to null")
-        train = {k: v for k, v in (("lr", self.lr), ("steps", self.steps)) if v is not None}
-        if self.steps is not None:
-            train["checkpoint_every"] = min(section.train.checkpoint_every, self.steps)
+        cell = self.cell()
+        train = {k: cell[k] for k in ("lr", "steps") if k in cell}
+        if "steps" in cell:
+            train["checkpoint_every"] = min(section.train.checkpoint_every, cell["steps"])
         out: dict = {"train": train} if train else {}
-        if self.beta is not None:
-            out["beta"] = self.beta
+        if "beta" in cell:
+            out["beta"] = cell["beta"]
         return {self.method: out}
 
 
@@ -128,7 +128,7 @@ def validation_rows(n: int, seed: int) -> list[dict]:
     for _ in range(50 * n):
         if len(rows) == n:
             break
-        scene, text, claims = sample_captioned(s, s.choice(STYLES), heldout=False)
+        scene, text, claims = sample_captioned(s, s.choice(data.RLHF_STYLES), heldout=False)
         if text in exclude:
             continue
         exclude.add(text)
