@@ -3,6 +3,8 @@
 #                                   and the SDXL step benchmark at its small size (keeps it working without a GPU)
 # make tune [JOBS=2]                the per-method search (tuning/dvc.yaml) as DVC experiments, then its table
 #                                   results/tuning.csv (run `make repro` first: the cells start from its models)
+# make verify                       a fresh `make repro`, then every result number that moved beyond its tolerance and
+#                                   every verdict that changed against the committed results (exit 1 on a changed verdict)
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 JOBS ?= 2
@@ -14,7 +16,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup data repro test tune lab bench clean lock
+.PHONY: setup data repro verify test tune lab bench clean lock
 
 setup: $(VENV)/.installed
 
@@ -39,6 +41,10 @@ data: setup
 # copy under .profiles/<profile>/, so the committed results, figures, dvc.lock and params.yaml stay as they are.
 repro: setup data
 	$(PY) -m replication.pipeline repro --profile $(PROFILE)
+
+# The fresh results against HEAD's (python -m replication.verify --ref REF to compare with another commit).
+verify: repro
+	$(PY) -m replication.verify
 
 test: setup data
 	$(VENV)/bin/ruff check .

@@ -116,7 +116,7 @@ def generate_images(
     in one batched call (a sampler's guidance is one number)."""
     guidance = np.asarray(guidance, dtype=np.float64)
     out = np.zeros((len(prompts), model.image_size, model.image_size, 3), dtype=np.uint8)
-    from tqdm import tqdm
+    from .progress import tqdm
 
     bar = tqdm(total=len(prompts), desc="generating", unit="img", disable=not show_progress, mininterval=3.0)
     for cfg in np.unique(guidance):

@@ -205,3 +205,64 @@ def nfe_curve(res: dict, column: str = "clip", title: str | None = None):
         ax.set_title(title)
     ax.legend(loc="best", frameon=False, fontsize=6.5)
     return fig
+
+
+# ----------------------------------------------------------------------------- Figs. 3, 9, 10 (stage samples)
+def sample_rows(images: dict[str, np.ndarray], prompts: list[str], size: float = 1.15):
+    """One row per system, one column per prompt (same seed down a column), each column headed by its prompt."""
+    import textwrap
+
+    use_style()
+    labels = list(images)
+    n = len(prompts)
+    fig, axes = plt.subplots(
+        len(labels), n, figsize=(0.5 + n * size, len(labels) * size + 0.7), squeeze=False, constrained_layout=True
+    )
+    for r, label in enumerate(labels):
+        if len(images[label]) != n:
+            raise ValueError(f"{label}: {len(images[label])} images for {n} prompts")
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(images[label][c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if r == 0:
+                ax.set_title("\n".join(textwrap.wrap(prompts[c], 24)[:4]), fontsize=5)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------- Fig. 7 (stage user_study)
+def user_study_bars(res: dict):
+    """Fig. 7: per system, the shares of 'reference preferred' / 'comparable' / 'other preferred' as stacked
+    horizontal bars, with the paper's 'preferred' share marked."""
+    use_style()
+    names = list(res["systems"])
+    fig, ax = plt.subplots(figsize=(5.0, 0.45 * len(names) + 0.9))
+    colors = {"preferred": COLORS["rlhf"], "comparable": "#bbbbbb", "other": COLORS["base"]}
+    for i, name in enumerate(names):
+        r = res["systems"][name]
+        left = 0.0
+        for part in ("preferred", "comparable", "other"):
+            w = 100 * r[part]["mean"]
+            ax.barh(i, w, left=left, color=colors[part], label=part if i == 0 else None, height=0.6)
+            left += w
+        if "paper" in r:
+            ax.plot(
+                r["paper"]["preferred"],
+                i,
+                marker="|",
+                color="black",
+                ms=14,
+                mew=1.5,
+                label="paper: preferred" if i == 0 else None,
+            )
+    ax.set_yticks(range(len(names)), [res["systems"][n]["label"] for n in names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel(f"% of judgements ({res['n_prompts']} prompts x {res['raters']} simulated raters)")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False, fontsize=6)
+    return fig

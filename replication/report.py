@@ -10,13 +10,12 @@ from __future__ import annotations
 import pandas as pd
 
 from . import paths
+from .claims import claims
 from .tables import (
     base_model_table,
     clip_table,
     compute_table,
     controls_table,
-    eval_table,
-    nfe_table,
     reward_summary,
     training_table,
 )
@@ -25,18 +24,6 @@ from .tables import (
 # The README's results section is rendered from the committed result files by `python -m replication.report readme`
 # (`make repro` runs it after the tiny profile), and tests/test_readme.py checks that it is current: every number in
 # it is one the pipeline produced. The paper's numbers next to ours are copied from the paper (PAPER.md, section 4).
-PAPER_SDXL = {
-    "clip": 0.322,
-    "color": 0.6369,
-    "shape": 0.5408,
-    "texture": 0.5637,
-    "spatial": 0.2032,
-    "non_spatial": 0.3110,
-    "complex": 0.4091,
-    "aesthetic": 5.531,
-    "image_reward": 0.780,
-    "mllm": 0.780,
-}
 BEGIN, END = "<!-- results:begin (python -m replication.report readme) -->", "<!-- results:end -->"
 
 
@@ -57,10 +44,6 @@ def _load(name: str) -> dict | None:
 
     path = paths.results() / name
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _ci_md(v: dict, digits: int = 3) -> str:
-    return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
 
 
 def readme_block() -> str:
@@ -107,47 +90,33 @@ def readme_block() -> str:
             _md(controls_table(con)),
             "",
         ]
-    bm = _load("base_model.json")
-    if bm:
-        rows = {
-            c: {
-                "tiny world (ours)": _ci_md(v),
-                "SDXL (paper)": PAPER_SDXL.get(c, ""),
-                "evaluated by": bm["evaluators"].get(c, ""),
-            }
-            for c, v in bm["columns"].items()
-        }
-        out += [
-            "**Table 1, base-model row** (`evaluate_base`): every column with a 95% bootstrap CI, next to the "
-            "paper's SDXL row. Scales differ by construction (our CLIP is a tiny model; aesthetic is the "
-            "rater's 1-10 scale; ImageReward is z-scored on base-model images); compare orderings, not values.",
-            "",
-            _md(pd.DataFrame(rows).T),
-            "",
-        ]
-    ev = _load("eval_clip.json")
-    if ev:
-        out += [
-            "**Sharpened models, standard fine-tuning and the base model** (`evaluate`): CLIP score (evaluator "
-            f"CLIP, cosine) on the {ev['n_prompts']} DrawBench-like prompts, paired differences with a 95% CI.",
-            "",
-            _md(eval_table(ev)),
-            "",
-        ]
-    sweep = _load("nfe_sweep.json")
-    if sweep:
-        out += [
-            f"**Fig. 5** (`nfe_sweep`): CLIP score against NFE per image on {sweep['settings']['n_prompts']} "
-            f"DrawBench-like prompts (base cost {sweep['settings']['base_cost']} NFE: "
-            f"{sweep['settings']['num_steps']} DDIM steps x 2 for guidance).",
-            "",
-            _md(nfe_table(sweep, ("clip",))),
-            "",
-        ]
-    verdicts = claims()
+    verdicts = [c.sentence() for c in claims()]
     if verdicts:
-        out += ["**Does the paper's claim hold here?** (each sentence is computed from the result files above)", ""]
+        out += [
+            "**Does the paper's claim hold here?** (each sentence is computed from the result files; the tables "
+            "behind them, Table 1's base row, the CLIP scores of the fine-tuned systems, Figs. 4, 5 and 7, are in "
+            "[paper_figures/REPORT.md](paper_figures/REPORT.md))",
+            "",
+        ]
         out += [f"- {v}" for v in verdicts] + [""]
+    ver = _load("verify.json")
+    if ver:
+        s = ver["summary"]
+        out += [
+            f"**Reproducibility** (`results/verify.json`, `make verify`): this run against the results of commit "
+            f"`{ver['reference']}`: {s['estimates']} estimates with a CI, {s['estimates_identical']} identical, "
+            f"{s['estimates_outside']} moved more than {ver['tolerance']['ci_half_widths']:g} CI half-width "
+            f"(median shift {s['median_shift_in_half_widths'] or 0:.2f}, largest {s['max_shift_in_half_widths'] or 0:.2f} "
+            f"half-widths); {s['numbers']} other numbers, {s['numbers_outside']} moved more than "
+            f"{ver['tolerance']['rtol']:.0%}; {s['verdicts_changed']} of {s['verdicts']} verdicts changed"
+            + (
+                ": " + "; ".join(f"{v['id']} {v['committed']} -> {v['fresh']}" for v in ver["verdicts_changed"])
+                if ver["verdicts_changed"]
+                else ""
+            )
+            + ".",
+            "",
+        ]
     comp = _load("compute.json")
     if comp:
         m = comp["machine"]
@@ -169,115 +138,6 @@ def readme_block() -> str:
             "",
         ]
     return "\n".join(out).rstrip() + "\n"
-
-
-def _diff_verdict(d: dict) -> str:
-    if d["ci_low"] > 0:
-        return "better"
-    if d["ci_high"] < 0:
-        return "worse"
-    return "not distinguishable"
-
-
-# Table 1's CLIP scores of the fine-tuned systems the evaluate stage scores (the base model's: PAPER_SDXL["clip"])
-PAPER_CLIP = {
-    "sft_sharpening": ("SFT-DS", 0.334),
-    "rlhf_sharpening": ("RLHF-DS", 0.338),
-    "standard_finetune": ("standard fine-tuning", 0.325),
-}
-
-
-def claims() -> list[str]:
-    """One sentence per built paper claim, with the numbers behind it and whether it holds in the tiny world."""
-    import csv
-
-    out = []
-    logs = {
-        label: paths.train_logs() / f"{run}.csv"
-        for run, label in (("sft_sharpening", "SFT-DS"), ("rlhf_sharpening", "RLHF-DS"))
-    }
-    parts = []
-    for label, path in logs.items():
-        if not path.exists():
-            continue
-        with path.open() as f:
-            log = list(csv.DictReader(f))
-        k = max(1, len(log) // 10)
-        m0, m1 = (sum(float(r["reward_mean"]) for r in rows) / k for rows in (log[:k], log[-k:]))
-        s0, s1 = (sum(float(r["reward_std"]) for r in rows) / k for rows in (log[:k], log[-k:]))
-        holds = m1 > m0 and s1 < s0
-        parts.append(
-            f"{label}: mean {m0:.1f} -> {m1:.1f}, std {s0:.1f} -> {s1:.1f} over {len(log)} steps "
-            f"({'holds' if holds else 'does not hold'})"
-        )
-    if parts:
-        out.append(
-            "Fig. 6, 'the training reward's mean rises and its spread shrinks' (first vs last 10% of the "
-            "steps): " + "; ".join(parts) + "."
-        )
-    ev = _load("eval_clip.json") or {}
-    for name, d in ev.get("vs_base", {}).items():
-        if name in PAPER_CLIP:
-            label, value = PAPER_CLIP[name]
-            out.append(
-                f"Table 1, '{label} beats the base model on CLIP score': {label} - base = {_ci_md(d)} on "
-                f"{d['n']} prompts: {_diff_verdict(d)} (the paper: {value} vs {PAPER_SDXL['clip']})."
-            )
-    d = ev.get("paired", {}).get("sft_sharpening - standard_finetune")
-    if d:
-        out.append(
-            f"Table 1 and Fig. 4, 'SFT-DS beats standard fine-tuning on the same data': SFT-DS - standard = "
-            f"{_ci_md(d)}: {_diff_verdict(d)} (the paper: {PAPER_CLIP['sft_sharpening'][1]} vs "
-            f"{PAPER_CLIP['standard_finetune'][1]})."
-        )
-    sweep = _load("nfe_sweep.json")
-    if sweep and sweep.get("methods"):
-        best = max(
-            (
-                (q["columns"]["clip"]["mean"], m["label"], q["nfe_per_image"])
-                for m in sweep["methods"].values()
-                for q in m["points"]
-            ),
-            key=lambda x: x[0],
-        )
-        rising = [
-            m["label"]
-            for m in sweep["methods"].values()
-            if m["points"][-1]["columns"]["clip"]["mean"] > m["points"][0]["columns"]["clip"]["mean"]
-        ]
-        out.append(
-            f"Fig. 5, 'inference-time methods buy CLIP score with NFEs': it rises from the base cost to the "
-            f"largest budget for {len(rising)} of {len(sweep['methods'])} methods; the best is "
-            f"{best[1]} at {best[2]:.0f} NFE with {best[0]:.3f} (base model {sweep['base']['columns']['clip']['mean']:.3f})."
-        )
-        for r in sweep.get("sharpened", {}).values():
-            v, d = r["columns"]["clip"], r["vs_base"]["clip"]
-            above = v["mean"] > best[0]
-            out.append(
-                f"Fig. 5, '{r['label']} at the base cost ({r['nfe_per_image']:.0f} NFE) is above the "
-                f"inference-time methods': {v['mean']:.3f}, {'above' if above else 'below'} the best of them "
-                f"({'holds' if above else 'does not hold'}); against the base model {_diff_verdict(d)} "
-                f"({_ci_md(d)})."
-            )
-    con = _load("controls.json")
-    if con:
-        failed = [k for k, ok in con["passed"].items() if not ok]
-        out.append(
-            f"Controls, 'this laboratory can see an effect': {sum(con['passed'].values())} of {len(con['passed'])} "
-            "controls pass"
-            + (f"; failing: {', '.join(failed)} (a verdict that leans on these is uninformative)." if failed else ".")
-        )
-    base = _load("base_model_report.json")
-    if base:
-        cats = base["categories"]
-        above = [c for c, v in cats.items() if v["all"] > v["chance"]]
-        out.append(
-            f"Base model, 'clearly better than chance and clearly imperfect on composition': above chance on "
-            f"{len(above)} of {len(cats)} categories, overall parser score {base['overall']['score']:.3f} "
-            f"(chance {base['overall']['chance']:.3f}, renders 1.0), exact on "
-            f"{base['overall']['exact_share']:.0%} of prompts."
-        )
-    return out
 
 
 # ----------------------------------------------------------------------------- compute used by the last run

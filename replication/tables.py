@@ -214,3 +214,15 @@ def compute_table(comp: dict) -> pd.DataFrame:
     }
     rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
     return pd.DataFrame(rows).T
+
+
+def user_study_table(res: dict) -> pd.DataFrame:
+    """Fig. 7: per system, our shares (95% CI) of reference preferred / comparable / other, and the paper's."""
+    rows = {}
+    for r in res["systems"].values():
+        row = {part: _ci(r[part], 3) for part in ("preferred", "comparable", "other")}
+        row["preferred - other"] = _ci(r["preferred - other"], 3)
+        paper = r.get("paper")
+        row["paper (%)"] = " / ".join(f"{paper[k]:g}" for k in ("preferred", "comparable", "other")) if paper else ""
+        rows[r["label"]] = row
+    return pd.DataFrame(rows).T

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
-from tqdm import tqdm
 
 from . import paths
 from .digests import source_digest
+from .progress import tqdm
 
 # what every trained result depends on beyond the method's own classes: this loop, the sampling math, the pipeline
 CORE_MODULES = ("replication.train", "replication.diffusion", "replication.models")

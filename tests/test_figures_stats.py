@@ -74,3 +74,21 @@ def test_paired_difference_detects_a_shift_and_is_seeded():
 def test_moving_average():
     assert np.allclose(stats.moving_average([1, 2, 3, 4], 2), [1, 1.5, 2.5, 3.5])
     assert np.allclose(stats.moving_average([1, 2, 3], 1), [1, 2, 3])
+
+
+def test_sample_rows_put_one_system_per_row_and_refuse_a_missing_image(tmp_path):
+    import numpy as np
+
+    imgs = {name: np.full((3, 8, 8, 3), i * 60, dtype=np.uint8) for i, name in enumerate(("Base", "SFT-DS"))}
+    fig = figures.sample_rows(imgs, ["a red circle", "two blue squares", "a green star"])
+    axes = fig.axes
+    assert len(axes) == 6
+    assert axes[0].get_ylabel() == "Base" and axes[3].get_ylabel() == "SFT-DS"
+    assert axes[1].get_title() == "two blue squares"
+    a = figures.save(fig, "s", tmp_path / "a")
+    b = figures.save(
+        figures.sample_rows(imgs, ["a red circle", "two blue squares", "a green star"]), "s", tmp_path / "b"
+    )
+    assert a[1].read_bytes() == b[1].read_bytes()
+    with pytest.raises(ValueError, match="2 images for 3 prompts"):
+        figures.sample_rows({"Base": imgs["Base"][:2]}, ["x", "y", "z"])

@@ -200,13 +200,20 @@ def test_no_import_circle():
 
 # each floor imports only from floors below it (module-level and lazy imports alike)
 FLOORS = [
-    ("replication", "replication.paths", "replication.tensors", "replication.digests", "replication.stats"),
+    (
+        "replication",
+        "replication.paths",
+        "replication.tensors",
+        "replication.digests",
+        "replication.stats",
+        "replication.progress",
+    ),
     ("replication.config", "replication.world", "replication.diffusion"),
     ("replication.data", "replication.models", "replication.figures"),
     ("replication.rewards", "replication.feedback", "replication.evaluate"),
-    ("replication.sources", "replication.metrics", "replication.tables"),
+    ("replication.sources", "replication.metrics", "replication.tables", "replication.claims"),
     ("replication.methods",),
-    ("replication.train", "replication.report"),
+    ("replication.train", "replication.report", "replication.paper_report", "replication.verify"),
     ("replication.recipes",),
     ("replication.stages",),
     ("replication.pipeline",),
@@ -236,9 +243,12 @@ def test_helpers_sit_on_the_floor_they_serve():
 @pytest.mark.parametrize(
     "module",
     [
+        "replication.claims",
         "replication.evaluate",
         "replication.metrics",
+        "replication.paper_report",
         "replication.report",
+        "replication.verify",
         "replication.rewards.registry",
         "replication.tables",
     ],
@@ -318,6 +328,14 @@ def test_small_results_in_git_models_cached(name):
         assert path.startswith("results/") and path.endswith(".json")
 
 
+def test_dvc_metrics_are_the_compact_files_only():
+    """`dvc metrics show` lists one small file per table (stage report), not every nested key of every report."""
+    declared = {p for st in STAGES.values() for p, _ in entries(st, "metrics")}
+    assert declared, "no stage declares metrics"
+    assert all(p.startswith("results/metrics/") for p in declared), sorted(declared)
+    assert {"results/metrics/controls.json", "results/metrics/verdicts.json"} <= declared
+
+
 def test_models_are_cached_outputs():
     models = {p for st in STAGES.values() for p, o in entries(st, "outs") if p.startswith("models/")}
     assert {"models/base", "models/clip_reward", "models/clip_evaluator", "models/sft_sharpening"} <= models
@@ -362,3 +380,14 @@ def test_evaluated_systems_are_deps_of_the_evaluate_stage():
     deps = [p for p, _ in entries(STAGES["evaluate"], "deps")]
     for name in PARAMS["evaluate"]["systems"]:
         assert f"models/{name}" in deps, f"evaluate.systems names {name}; models/{name} must be a dep of stage evaluate"
+
+
+def test_dvc_plots_draw_every_training_curve_and_figs_4_and_6():
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    drawn = {f for p in doc.get("plots", []) for spec in p.values() for f in (spec.get("y") or {})}
+    logged = {
+        p for st in STAGES.values() for p, _ in outputs(st) if p.startswith("results/train/") and p.endswith(".csv")
+    }
+    assert logged and logged <= drawn, sorted(logged - drawn)
+    names = {next(iter(p)) for p in doc["plots"]}
+    assert {"fig4_loss", "fig6_reward"} <= names

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import data, evaluate, metrics, paths, stats
 from ..digests import file_digest, source_digest
@@ -30,6 +29,7 @@ from ..methods.inference_scaling import ZeroOrderSpec
 from ..methods.inference_time import NoiseSearch, SamplerResult, Verifier
 from ..methods.samplers import LABELS, make_sampler
 from ..models import T2IModel
+from ..progress import tqdm
 from ..rewards.registry import load_reward, reward_models
 from ..tensors import default_device, to_uint8
 
