@@ -10,7 +10,6 @@ Artefacts of the paper that no stage regenerates yet are listed as such, never g
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -267,20 +266,6 @@ def blocks(res: Results) -> list[Block]:
     return out
 
 
-def _cell(v) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return ""
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _md_table(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for idx, row in df.iterrows():
-        lines.append(f"| {idx} | " + " | ".join(_cell(v).replace("|", "\\|") for v in row.tolist()) + " |")
-    return "\n".join(lines)
-
-
 def markdown(items: list[Block]) -> str:
     out = []
     for b in items:
@@ -291,7 +276,9 @@ def markdown(items: list[Block]) -> str:
         elif b.kind == "p":
             out.append(str(b.content))
         elif b.kind == "table":
-            out.append(_md_table(b.content) + f"\n\n(also `paper_figures/tables/{b.caption}.csv` and `.tex`)")
+            out.append(
+                tables.markdown_table(b.content) + f"\n\n(also `paper_figures/tables/{b.caption}.csv` and `.tex`)"
+            )
         elif b.kind == "image":
             out.append(f"![{b.caption}]({b.content})")
         else:
@@ -338,7 +325,7 @@ def pdf(items: list[Block], path: Path, p: ReportParams | None = None) -> Path:
             with doc.table(text_align="LEFT", line_height=3.6, first_row_as_headings=True) as t:
                 t.row(["", *(_latin1(str(c)) for c in df.columns)])
                 for idx, row in df.iterrows():
-                    t.row([_latin1(str(idx)), *(_latin1(_cell(v)) for v in row.tolist())])
+                    t.row([_latin1(str(idx)), *(_latin1(tables.cell_text(v)) for v in row.tolist())])
             doc.ln(3)
         elif b.kind == "image":
             doc.set_font("Helvetica", "I", 9)
@@ -370,10 +357,6 @@ def write(p: ReportParams | None = None, folder: Path | None = None) -> dict[str
         paths.write_json(paths.results() / METRICS_DIR / f"{name}.json", m)
         written["metrics"].append(f"results/{METRICS_DIR}/{name}.json")
     return written
-
-
-def summary(written: dict[str, list[str]]) -> str:
-    return json.dumps(written, indent=1)
 
 
 __all__ = [

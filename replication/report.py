@@ -7,8 +7,6 @@ committed result files (results/*.json, results/train/*.csv).
 
 from __future__ import annotations
 
-import pandas as pd
-
 from . import paths
 from .claims import claims
 from .tables import (
@@ -16,6 +14,7 @@ from .tables import (
     clip_table,
     compute_table,
     controls_table,
+    markdown_table,
     reward_summary,
     training_table,
 )
@@ -25,18 +24,6 @@ from .tables import (
 # (`make repro` runs it after the tiny profile), and tests/test_readme.py checks that it is current: every number in
 # it is one the pipeline produced. The paper's numbers next to ours are copied from the paper (PAPER.md, section 4).
 BEGIN, END = "<!-- results:begin (python -m replication.report readme) -->", "<!-- results:end -->"
-
-
-def _md(df: pd.DataFrame) -> str:
-    cols = [str(c) for c in df.columns]
-    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for idx, row in df.iterrows():
-        cells = [
-            "" if v is None or (isinstance(v, float) and v != v) else (f"{v:.4g}" if isinstance(v, float) else str(v))
-            for v in row.tolist()
-        ]
-        lines.append(f"| {idx} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def _load(name: str) -> dict | None:
@@ -58,7 +45,7 @@ def readme_block() -> str:
             f"(a random image of the world), and the VAE's ceiling: the score of each prompt's own render "
             f"after encoding and decoding (renders score {base['ceiling']['renders']}).",
             "",
-            _md(df.round(3)),
+            markdown_table(df.round(3)),
             "",
         ]
     clip = _load("clip_report.json")
@@ -66,7 +53,7 @@ def readme_block() -> str:
         out += [
             "**CLIP reward and evaluator** (`clip`): held-out top-1 retrieval among 100 candidates.",
             "",
-            _md(clip_table(clip).drop(columns=["train pairs"], errors="ignore").round(3)),
+            markdown_table(clip_table(clip).drop(columns=["train pairs"], errors="ignore").round(3)),
             "",
         ]
     rew = _load("rewards_report.json")
@@ -76,7 +63,7 @@ def readme_block() -> str:
             "CLIP it starts from (the noise ceiling: how often the rater's noiseless utility agrees with its own "
             "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.",
             "",
-            _md(reward_summary(rew)),
+            markdown_table(reward_summary(rew)),
             "",
         ]
     con = _load("controls.json")
@@ -87,7 +74,7 @@ def readme_block() -> str:
             "`parser` is the scene-parser score of every CompBench-like prompt. Positive controls must rise "
             "(CI above 0), the noise reward's must stay flat (CI, Bonferroni over its columns, contains 0).",
             "",
-            _md(controls_table(con)),
+            markdown_table(controls_table(con)),
             "",
         ]
     verdicts = [c.sentence() for c in claims()]
@@ -125,7 +112,7 @@ def readme_block() -> str:
             f"`{comp['profile']}` profile, from papermill's record, on {m['cpu_count']} CPU cores "
             f"({m['gpu'] or 'no GPU'}, torch {m['torch']}).",
             "",
-            _md(compute_table(comp)),
+            markdown_table(compute_table(comp)),
             "",
         ]
     ft = training_table()
@@ -134,7 +121,7 @@ def readme_block() -> str:
             "**Fine-tuning runs** (one stage each): training cost and the logged training reward (first and "
             "last 10% of the steps; each method's own reward, so rows are not comparable with each other).",
             "",
-            _md(ft),
+            markdown_table(ft),
             "",
         ]
     return "\n".join(out).rstrip() + "\n"

@@ -14,6 +14,22 @@ def _ci(d: dict, digits: int = 4) -> str:
     return f"{d['mean']:.{digits}f} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
 
 
+def cell_text(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return ""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table (index as the first column; floats to 4 significant digits; '|' escaped):
+    the README's results block and paper_figures/REPORT.md both render tables with it."""
+    cols = [str(c) for c in df.columns]
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for idx, row in df.iterrows():
+        lines.append(f"| {idx} | " + " | ".join(cell_text(v).replace("|", "\\|") for v in row.tolist()) + " |")
+    return "\n".join(lines)
+
+
 def base_model_table(report: dict) -> pd.DataFrame:
     """Parser scores of the base model per CompBench-like category, with chance and the ceiling."""
     rows = {cat: v for cat, v in report.get("categories", {}).items()}
