@@ -120,6 +120,11 @@ def test_controls_params_are_validated():
         ctl.BestOfNControl(budget=1)
     with pytest.raises(ValueError, match="must be 'noise'"):
         ctl.ControlsParams(noise=ctl.BackpropControl(reward="clip"))
+    # best-of-N pools a subset of the image slots, never more than the stage generates per prompt
+    assert ctl.ControlsParams(images_per_prompt=2, best_of_n=ctl.BestOfNControl(images_per_prompt=1))
+    for k in (0, 3):
+        with pytest.raises(ValueError, match=r"best_of_n.images_per_prompt must be null or in 1..2"):
+            ctl.ControlsParams(images_per_prompt=2, best_of_n=ctl.BestOfNControl(images_per_prompt=k))
 
 
 def test_oracle_run_takes_its_dropout_and_text_encoder_choice(micro_sd, tmp_path):

@@ -74,6 +74,10 @@ class OracleControl:
 class BestOfNControl:
     budget: int = 10  # candidates per prompt = multiples of the base cost
     verifiers: tuple[str, ...] = tuple(TARGETS)
+    # image slots per prompt that get a pool of candidates (the first slots of the stage's images_per_prompt,
+    # compared with the base model's images in the same slots); null: all of them. Each slot costs budget - 1
+    # generations per prompt, the largest share of the stage's generation.
+    images_per_prompt: int | None = None
 
     def __post_init__(self):
         unknown = [v for v in self.verifiers if v not in TARGETS]
@@ -104,6 +108,12 @@ class ControlsParams:
     def __post_init__(self):
         if self.images_per_prompt < 1:
             raise ValueError(f"controls.images_per_prompt must be >= 1, got {self.images_per_prompt}")
+        k = self.best_of_n.images_per_prompt
+        if k is not None and not 1 <= k <= self.images_per_prompt:
+            raise ValueError(
+                f"controls.best_of_n.images_per_prompt must be null or in 1..{self.images_per_prompt} "
+                f"(controls.images_per_prompt), got {k}"
+            )
         if self.noise.reward != "noise":
             raise ValueError(f"controls.noise.reward must be 'noise' (the negative control), got {self.noise.reward!r}")
 
@@ -151,12 +161,14 @@ def train_oracle(name: str, base: Path, c: OracleControl, exclude: set[str], sho
 
 
 # ----------------------------------------------------------------------------- scoring
-def images_of(model_dir: Path, rows, s: ControlsParams, candidate: int = 0) -> list[np.ndarray]:
-    """`images_per_prompt` images per row (seed s.seed + k for image k), cached on disk."""
+def images_of(
+    model_dir: Path, rows, s: ControlsParams, candidate: int = 0, count: int | None = None
+) -> list[np.ndarray]:
+    """`count` (default `images_per_prompt`) images per row (seed s.seed + k for image k), cached on disk."""
     dev = default_device()
     return [
         generate_rows(model_dir, rows, s.generation, s.seed + k, dev, candidate=candidate)[0]
-        for k in range(s.images_per_prompt)
+        for k in range(s.images_per_prompt if count is None else count)
     ]
 
 
@@ -226,7 +238,10 @@ def controls(s: ControlsParams, show_progress: bool = True) -> dict:
     with MetricSuite.load(COLUMNS, default_device()) as suite:
         base_scores = per_prompt(suite, base_images, rows)
         scores = {k: per_prompt(suite, images_of(path, rows, s), rows) for k, (path, _) in models.items()}
-        pools = [base_images] + [images_of(base, rows, s, candidate=j) for j in range(1, s.best_of_n.budget)]
+        slots = s.best_of_n.images_per_prompt or s.images_per_prompt
+        base_slots = base_scores if slots == s.images_per_prompt else per_prompt(suite, base_images[:slots], rows)
+        pools = [base_images[:slots]]
+        pools += [images_of(base, rows, s, candidate=j, count=slots) for j in range(1, s.best_of_n.budget)]
         best = {
             v: per_prompt(suite, best_of_candidates(registry.load_reward(v, default_device()), pools, rows), rows)
             for v in s.best_of_n.verifiers
@@ -240,7 +255,7 @@ def controls(s: ControlsParams, show_progress: bool = True) -> dict:
         verdict("oracle", "parser", paired(scores["oracle"]["parser"], base_scores["parser"], s), "rise"),
     ]
     checks += [
-        verdict(f"best_of_n[{v}]", TARGETS[v], paired(best[v][TARGETS[v]], base_scores[TARGETS[v]], s), "rise")
+        verdict(f"best_of_n[{v}]", TARGETS[v], paired(best[v][TARGETS[v]], base_slots[TARGETS[v]], s), "rise")
         for v in s.best_of_n.verifiers
     ]
     checks += [
@@ -253,6 +268,7 @@ def controls(s: ControlsParams, show_progress: bool = True) -> dict:
         "images_per_prompt": s.images_per_prompt,
         "generation": {"num_steps": s.generation.num_steps, "guidance_scale": s.generation.guidance_scale},
         "best_of_n_candidates": s.best_of_n.budget,
+        "best_of_n_images_per_prompt": slots,
         "training": {k: fit for k, (_, fit) in models.items()},
         "controls": {f"{c['control']}/{c['metric']}": c for c in checks},
         "passed": {
