@@ -61,7 +61,9 @@ def readme_block() -> str:
         out += [
             "**Learned rewards** (`rewards`): held-out pairwise accuracy of each preference model and of the "
             "CLIP it starts from (the noise ceiling: how often the rater's noiseless utility agrees with its own "
-            "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating.",
+            "noisy choices); Pearson r of the aesthetic predictors with the rater's noiseless rating, and in "
+            "their 'starting CLIP' column the best any linear head on the frozen CLIP embedding reaches when "
+            "fitted to the noiseless rating itself (ridge regression; LAION's head is linear).",
             "",
             markdown_table(reward_summary(rew)),
             "",

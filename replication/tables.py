@@ -172,7 +172,9 @@ def reward_summary(rew: dict) -> pd.DataFrame:
                 continue
             if "vs_noiseless_rating" in res:
                 v = res["vs_noiseless_rating"]
-                rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "n": v["n"]}
+                start = res.get("frozen_embedding_readout", {}).get("pearson")  # the best linear head on its CLIP
+                rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "starting CLIP": start}
+                rows[f"{name}"]["n"] = v["n"]
                 continue
             start = next(k for k in res if k not in ("model", "noise_ceiling"))
             rows[f"{name}: {test}"] = {

@@ -219,6 +219,22 @@ def test_aesthetic_mlp_ranks_clean_above_blurred(clip_dir, single_objects, tmp_p
     assert rep["pearson"] > 0.15 and abs(aes(to_float(both[held])).mean() - ratings[held].mean()) < 0.3, rep
 
 
+def test_linear_readout_ceiling_finds_a_linear_signal_and_nothing_else():
+    """The aesthetic report's bound: a target linear in the features is read out almost perfectly on held-out rows,
+    a target unrelated to them (or only a nonlinear function of them) is not."""
+    from replication.recipes.rewards import linear_readout_ceiling
+
+    rng = np.random.default_rng(0)
+    x, x_test = rng.normal(size=(600, 64)), rng.normal(size=(600, 64))
+    w = rng.normal(size=64)
+    linear = linear_readout_ceiling(x, x @ w, x_test, x_test @ w)
+    assert linear["pearson"] > 0.99 and linear["n"] == 600 and linear["ridge"] in (1e-3, 1e-2, 1e-1, 1.0)
+    unrelated = linear_readout_ceiling(x, rng.normal(size=600), x_test, rng.normal(size=600))
+    assert abs(unrelated["pearson"]) < 0.15
+    parity = linear_readout_ceiling(x, np.sign(x[:, 0] * x[:, 1]), x_test, np.sign(x_test[:, 0] * x_test[:, 1]))
+    assert abs(parity["pearson"]) < 0.15  # an interaction no linear head can express
+
+
 def test_laion_format_loader(clip_dir, tmp_path, single_objects):
     from transformers import CLIPModel
 

@@ -341,13 +341,40 @@ def _train_aesthetic(name, cp, halves, dev, show_progress) -> dict:
     trained = AestheticScore.load(paths.models() / name, dev)
     other = halves[1 - s]
     pred = trained(to_float(other.images, dev)).cpu().numpy()
-
+    noiseless = {h: 1 + 9 * quality(halves[h].images).numpy() for h in (s, 1 - s)}
+    readout = linear_readout_ceiling(
+        emb.cpu().numpy(), noiseless[s], scorer.embed(to_float(other.images, dev)).cpu().numpy(), noiseless[1 - s]
+    )
     return {
         "train": fit,
         "train_images": len(images),
         "shard": s,
         "heldout_pool_images": {
             "vs_ratings": regression_report(pred, other.ratings),
-            "vs_noiseless_rating": regression_report(pred, 1 + 9 * quality(other.images).numpy()),
+            "vs_noiseless_rating": regression_report(pred, noiseless[1 - s]),
+            "frozen_embedding_readout": readout,
         },
     }
+
+
+def linear_readout_ceiling(
+    x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, lambdas=(1e-3, 1e-2, 1e-1, 1.0)
+) -> dict:
+    """How well any linear head on these (frozen) features can predict y: ridge regression fitted to the noiseless
+    target on the training half, its strength chosen on the last fifth of it, scored on the held-out half (Pearson
+    r). LAION's MLP has no activations, so this bounds what the predictor's head can learn from its CLIP's
+    embedding even with noise-free ratings."""
+    mu, sd = x.mean(0), x.std(0) + 1e-8
+
+    def design(a):
+        return np.c_[(a - mu) / sd, np.ones(len(a))]
+
+    def fit(a, b, lam):
+        d = design(a)
+        return np.linalg.solve(d.T @ d + lam * len(b) * np.eye(d.shape[1]), d.T @ b)
+
+    cut = len(y) * 4 // 5
+    val = {lam: float(np.corrcoef(design(x[cut:]) @ fit(x[:cut], y[:cut], lam), y[cut:])[0, 1]) for lam in lambdas}
+    lam = max(val, key=val.get)
+    r = float(np.corrcoef(design(x_test) @ fit(x, y, lam), y_test)[0, 1])
+    return {"pearson": round(r, 4), "ridge": lam, "n": int(len(y_test)), "target": "noiseless rating"}
