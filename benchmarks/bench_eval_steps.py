@@ -20,17 +20,17 @@ It needs the default pipeline's models (models/base and the evaluators: `dvc rep
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from replication import paths, stats
+from replication import paths
 from replication.evaluate import GenerationParams, generate_rows
 from replication.metrics import MetricSuite, evaluation_rows
 from replication.models import T2IModel
 from replication.recipes.controls import COLUMNS, per_prompt
+from replication.report import machine_info, stats
 from replication.tensors import default_device
 
 
@@ -87,8 +87,7 @@ def main(argv=None) -> dict:
                 f"  {c:13s} {v['baseline']:.4f} -> {s} - {base}: {v['delta']:+.4f} [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]"
             )
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=1))
+        paths.write_json(a.json, {**out, "machine": machine_info(dev)})
     return out
 
 

@@ -18,7 +18,6 @@ Compare machines by the ratios, not the seconds (the same kind of machine varied
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 import yaml
 
 from replication import paths
+from replication.report import machine_info
 
 
 def _time(step, repeats: int) -> float:
@@ -126,15 +126,14 @@ def main(argv=None) -> dict:
     sec = _time(clip_step(paths.models() / "clip_reward", batch), a.repeats)
     rows["clip (both)"] = {"batch": batch, "steps": clip_steps, "seconds_per_step": round(sec, 4)}
     rows["clip (both)"]["projected_minutes"] = round(sec * clip_steps / 60, 1)
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "trainers": rows}
+    out = {"trainers": rows}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name, r in rows.items():
         extra = "".join(f"  {k} x{r[k]:.2f}" for k in ("channels_last_ratio", "no_mkldnn_ratio") if k in r)
         cost = f"{r['seconds_per_step']:.4f} s/step, {r['steps']} steps -> {r['projected_minutes']:.1f} min"
         print(f"{name:12s} batch {r['batch']:4d}: {cost}{extra}")
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(out, indent=1))
+        paths.write_json(a.json, {**out, "machine": machine_info("cpu")})
     return out
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import paths
+from .stats import ci_text
 
 VERDICTS = ("holds", "does not hold", "not distinguishable", "cannot be tested here", "pass", "fail")
 
@@ -60,10 +61,6 @@ class Claim:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def ci_text(v: dict, digits: int = 3) -> str:
-    return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"
 
 
 def diff_verdict(d: dict) -> str:
@@ -360,4 +357,4 @@ def claims(folder: str | Path | None = None, controls: bool = False) -> list[Cla
     return out + _base_model(res)
 
 
-__all__ = ["Claim", "Results", "claims", "ci_text", "diff_verdict", "PAPER_SDXL", "PAPER_CLIP", "VERDICTS"]
+__all__ = ["Claim", "Results", "claims", "diff_verdict", "PAPER_SDXL", "PAPER_CLIP", "VERDICTS"]

@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import paths, tables
-from .claims import PAPER_SDXL, Claim, Results, ci_text, claims
+from .claims import PAPER_SDXL, Claim, Results, claims
+from .stats import ci_text
 
 # The paper's artefacts (PAPER.md) and the stage that regenerates each; None: not regenerated yet.
 ARTEFACTS = {

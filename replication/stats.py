@@ -42,3 +42,8 @@ def moving_average(y, window: int) -> np.ndarray:
     idx = np.arange(1, y.size + 1)
     lo = np.maximum(0, idx - window)
     return (c[idx] - c[lo]) / (idx - lo)
+
+
+def ci_text(v: dict, digits: int = 3) -> str:
+    """`mean [ci_low, ci_high]` of a `mean_ci` / `paired_diff` result (the tables', report's and claims' form)."""
+    return f"{v['mean']:.{digits}f} [{v['ci_low']:.{digits}f}, {v['ci_high']:.{digits}f}]"

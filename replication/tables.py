@@ -8,10 +8,7 @@ import csv
 import pandas as pd
 
 from . import paths
-
-
-def _ci(d: dict, digits: int = 4) -> str:
-    return f"{d['mean']:.{digits}f} [{d['ci_low']:.{digits}f}, {d['ci_high']:.{digits}f}]"
+from .stats import ci_text
 
 
 def cell_text(v) -> str:
@@ -83,12 +80,16 @@ def eval_table(res: dict) -> pd.DataFrame:
     rows = {}
     for name, r in res["systems"].items():
         rows[name] = {
-            "CLIP score (95% CI)": _ci(r["clip"]),
+            "CLIP score (95% CI)": ci_text(r["clip"], 4),
             "NFE / image": r["nfe_per_image"],
-            "paired difference (95% CI)": f"{name} - {base}: {_ci(diffs[name])}" if name in diffs else "",
+            "paired difference (95% CI)": f"{name} - {base}: {ci_text(diffs[name], 4)}" if name in diffs else "",
         }
     for pair, d in res.get("paired", {}).items():
-        rows[pair] = {"CLIP score (95% CI)": "", "NFE / image": "", "paired difference (95% CI)": f"{pair}: {_ci(d)}"}
+        rows[pair] = {
+            "CLIP score (95% CI)": "",
+            "NFE / image": "",
+            "paired difference (95% CI)": f"{pair}: {ci_text(d, 4)}",
+        }
     return pd.DataFrame(rows).T
 
 
@@ -127,7 +128,7 @@ def rewards_table(report: dict) -> pd.DataFrame:
 def metrics_table(res: dict) -> pd.DataFrame:
     """Every Table-1 column of one pipeline with its CI and the model that scored it."""
     rows = {
-        col: {"mean (95% CI)": _ci(v), "n": v["n"], "evaluator": res.get("evaluators", {}).get(col, "")}
+        col: {"mean (95% CI)": ci_text(v, 4), "n": v["n"], "evaluator": res.get("evaluators", {}).get(col, "")}
         for col, v in res["columns"].items()
     }
     return pd.DataFrame(rows).T
@@ -140,12 +141,12 @@ def nfe_table(res: dict, columns: tuple[str, ...] | None = None) -> pd.DataFrame
     rows = {}
 
     def row(r: dict) -> dict:
-        out = {"NFE / image": round(r["nfe_per_image"], 1), "verifier": _ci(r["verifier"], 2)}
+        out = {"NFE / image": round(r["nfe_per_image"], 1), "verifier": ci_text(r["verifier"], 2)}
         for c in columns:
             if c in r["columns"]:
-                out[c] = _ci(r["columns"][c])
+                out[c] = ci_text(r["columns"][c], 4)
                 if "vs_base" in r:
-                    out[f"{c} - base"] = _ci(r["vs_base"][c])
+                    out[f"{c} - base"] = ci_text(r["vs_base"][c], 4)
         return out
 
     rows["Base model"] = row(res["base"])
@@ -238,8 +239,8 @@ def user_study_table(res: dict) -> pd.DataFrame:
     """Fig. 7: per system, our shares (95% CI) of reference preferred / comparable / other, and the paper's."""
     rows = {}
     for r in res["systems"].values():
-        row = {part: _ci(r[part], 3) for part in ("preferred", "comparable", "other")}
-        row["preferred - other"] = _ci(r["preferred - other"], 3)
+        row = {part: ci_text(r[part], 3) for part in ("preferred", "comparable", "other")}
+        row["preferred - other"] = ci_text(r["preferred - other"], 3)
         paper = r.get("paper")
         row["paper (%)"] = " / ".join(f"{paper[k]:g}" for k in ("preferred", "comparable", "other")) if paper else ""
         rows[r["label"]] = row
