@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import diffusion
+from . import diffusion, quiet_hub_progress
 from .tensors import resolve_device
 from .world import vocab
 
@@ -234,6 +234,7 @@ def load_pipeline(name_or_path: str | os.PathLike, revision: str | None = None, 
     """
     from diffusers import DiffusionPipeline
 
+    quiet_hub_progress()  # now that diffusers is imported: its loading bar has no environment switch
     p = Path(name_or_path)
     looks_local = p.is_absolute() or str(name_or_path).startswith((".", "models", "/")) or p.exists()
     if looks_local and not (p / "model_index.json").exists():

@@ -372,3 +372,39 @@ def test_params_rewritten_by_dvc_exp_run_read_the_same(repo_root, tmp_path):
         assert after["sft_sharpening"]["train"]["mixed_precision"] in ("no", "bf16")  # a string, never False
         after["sft_sharpening"]["n"] = before["sft_sharpening"]["n"]
         assert after == before
+
+
+def test_a_stage_loads_its_params_without_importing_the_hub_libraries_and_still_silences_them(repo_root, tmp_path):
+    """Loading a stage's params quiets diffusers/transformers without importing them (4-5 s per stage); the
+    libraries come up silent when imported later, a user's own setting wins, and `load_pipeline` turns off
+    diffusers' loading bar, whose switch has no environment variable."""
+    code = """
+import os, sys
+from replication.stages import fig4
+fig4.params()
+print(sorted(m for m in ("diffusers", "transformers", "torch") if m in sys.modules))
+import diffusers.utils.logging as d
+import transformers.utils.logging as t
+print(t.is_progress_bar_enabled(), t.get_verbosity(), d.get_verbosity(), os.environ["DIFFUSERS_VERBOSITY"])
+from replication.models import load_pipeline
+try:
+    load_pipeline(sys.argv[1])
+except FileNotFoundError:
+    pass
+print(d.is_progress_bar_enabled())
+"""
+    env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"}}
+    env.update(REPLICATION_ROOT=str(repo_root), DIFFUSERS_VERBOSITY="warning")
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "no_pipeline")],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    imported, levels, bar = r.stdout.strip().splitlines()
+    assert imported == "[]"
+    assert levels == "False 40 30 warning"  # transformers: no bar, errors only; diffusers keeps the user's level
+    assert bar == "False"
