@@ -5,6 +5,8 @@
 #                                   results/tuning.csv (run `make repro` first: the cells start from its models)
 # make verify                       a fresh `make repro`, then every result number that moved beyond its tolerance and
 #                                   every verdict that changed against the committed results (exit 1 on a changed verdict)
+# make lab-check                    every notebook run top to bottom in JupyterLab in headless Chromium (smoke profile's
+#                                   copy): no error, progress drawn as widgets (needs apt's chromium chromium-driver)
 # make setup | data | lab | bench | lock | clean
 PROFILE ?= tiny
 JOBS ?= 2
@@ -16,7 +18,7 @@ PY := $(VENV)/bin/python
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup data repro verify test tune lab bench clean lock
+.PHONY: setup data repro verify test tune lab lab-check bench clean lock
 
 setup: $(VENV)/.installed
 
@@ -63,6 +65,14 @@ tune: setup data
 
 lab: setup data
 	$(VENV)/bin/jupyter lab notebooks/
+
+# The browser driver lives in its own environment: it is a check of the notebooks, not a dependency of the project.
+lab-check: setup data
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		{ echo "lab-check needs Chromium and its driver: apt-get install chromium chromium-driver"; exit 2; }
+	test -x .venv-browser/bin/python || { $(PYTHON) -m venv .venv-browser && .venv-browser/bin/pip install -q selenium==4.35.0; }
+	$(PY) -m replication.pipeline repro --profile smoke  # the copy the notebooks run in, brought up to date
+	.venv-browser/bin/python tools/lab_check.py --root .profiles/smoke --jupyter $(VENV)/bin/jupyter
 
 bench: setup data
 	$(PY) benchmarks/bench_sharpening_step.py

@@ -82,6 +82,7 @@ def run_smoke_pipeline(scratch_repo, monkeypatch):
             str(scratch_repo / nb),
             str(out),
             kernel_name="python3",
+            engine_name="replication",  # the stages' engine (dvc.yaml's commands)
             cwd=str(scratch_repo),
             parameters={"PROFILE": "smoke", "SHOW_PROGRESS": False},
             progress_bar=False,
