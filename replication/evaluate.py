@@ -22,6 +22,7 @@ import torch
 from . import data, paths, stats
 from .digests import candidate_seed, file_digest, source_digest
 from .models import T2IModel
+from .progress import tqdm
 from .tensors import to_float, to_uint8
 from .world import Scene, Spec, render_batch
 from .world import parser as scene_parser
@@ -151,6 +152,7 @@ def clip_evaluation(
     n_boot: int = 2000,
     device=None,
     limit: int | None = None,
+    show_progress: bool = False,
 ) -> dict:
     """CLIP score (cosine, the paper's 0-1 scale) of each system on a prompt set, with CIs and paired
     differences against the first system."""
@@ -165,7 +167,7 @@ def clip_evaluation(
         "systems": {},
     }
     per_image = {}
-    for name, model_dir in systems.items():
+    for name, model_dir in tqdm(systems.items(), desc="evaluate", unit="system", disable=not show_progress):
         images, nfe = generate_cached(model_dir, prompts, seeds, g, device)
         cos = evaluator.cosine(to_float(images, evaluator.device), prompts).cpu().numpy()
         per_image[name] = cos

@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -129,11 +130,23 @@ def main(argv=None) -> int:
     ap.add_argument("--driver", default="/usr/bin/chromedriver")
     ap.add_argument("--only", nargs="*", help="notebook names (default: every notebook, in order)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per notebook")
+    ap.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep the copy's training checkpoints and image cache (by default they are deleted first, so every "
+        "notebook trains and generates as on a first run and shows its progress bars)",
+    )
     a = ap.parse_args(argv)
     root = a.root.resolve()
     if not (root / "params.yaml").exists():
         print(f"{root} is not a project copy: run `make repro PROFILE=smoke` first", file=sys.stderr)
         return 2
+    if not a.keep_state:
+        if (root / ".git").exists():
+            print(f"{root} is a git checkout, not a profile copy: pass --keep-state to run there", file=sys.stderr)
+            return 2
+        for state in (".checkpoints", ".cache"):
+            shutil.rmtree(root / state, ignore_errors=True)
     for exe in (a.chromium, a.driver):
         if not Path(exe).exists():
             print(f"{exe} not found: install Chromium and its driver (apt-get install chromium chromium-driver)")

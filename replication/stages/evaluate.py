@@ -43,6 +43,7 @@ def run(p: config.Params, show_progress: bool = True) -> dict:
         e.bootstrap,
         default_device(),
         limit=e.limit,
+        show_progress=show_progress,
     )
     res["evaluator"] = "models/clip_evaluator"
     paths.write_json(paths.results() / "eval_clip.json", res)
