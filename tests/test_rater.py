@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from replication.rewards.pairs import corrupt
 from replication.world import Sampler, render_batch, sample_captioned
 from replication.world.caption import spec_text
-from replication.world.rater import ALIGNMENT_WEIGHT, Rater, judge, quality, vividness
+from replication.world.rater import ALIGNMENT_WEIGHT, Rater, judge, quality, rating_scale, vividness
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,7 @@ def test_ratings_are_laion_scale_and_track_quality(scenes):
     assert abs((ratings - (1 + 9 * q)).mean().item()) < 0.3
     noiseless = Rater(rating_noise=0.0).rate(blur(images), torch.Generator().manual_seed(0))
     assert torch.allclose(noiseless, 1 + 9 * quality(blur(images)))
+    assert torch.equal(noiseless, rating_scale(quality(blur(images)))), "the rewards report's noiseless rating"
 
 
 def test_utility_is_the_documented_mix(scenes):

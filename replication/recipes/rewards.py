@@ -32,7 +32,7 @@ from ..tensors import default_device, to_float, to_uint8
 from ..train import TrainParams, train_named
 from ..world import Sampler, render_batch, sample_captioned, vocab
 from ..world.parser import detect
-from ..world.rater import Rater, judge, quality
+from ..world.rater import Rater, judge, quality, rating_scale
 
 
 @dataclass
@@ -341,7 +341,7 @@ def _train_aesthetic(name, cp, halves, dev, show_progress) -> dict:
     trained = AestheticScore.load(paths.models() / name, dev)
     other = halves[1 - s]
     pred = trained(to_float(other.images, dev)).cpu().numpy()
-    noiseless = {h: 1 + 9 * quality(halves[h].images).numpy() for h in (s, 1 - s)}
+    noiseless = {h: rating_scale(quality(halves[h].images)).numpy() for h in (s, 1 - s)}
     readout = linear_readout_ceiling(
         emb.cpu().numpy(), noiseless[s], scorer.embed(to_float(other.images, dev)).cpu().numpy(), noiseless[1 - s]
     )

@@ -148,6 +148,11 @@ def vividness(images) -> torch.Tensor:
     return torch.where(fg.sum((1, 2)) > 0, v, torch.zeros_like(v))
 
 
+def rating_scale(q):
+    """A quality in [0, 1] on the LAION 1-10 rating scale (the noiseless rating; `Rater.rate` adds the noise)."""
+    return 1 + 9 * q
+
+
 @dataclass
 class Rater:
     """A noisy human: pairwise choices with ties and 1-10 aesthetic ratings (see the module docstring)."""
@@ -184,7 +189,7 @@ class Rater:
     def rate_quality(self, q: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """`rate` on qualities already computed (`judge(...).quality`)."""
         noise = torch.randn(q.shape, generator=gen, dtype=torch.float64) * self.rating_noise
-        return (1 + 9 * q + noise).clamp(1, 10)
+        return (rating_scale(q) + noise).clamp(1, 10)
 
 
-__all__ = ["Rater", "Judgement", "judge", "quality", "pixel_quality", "vividness", "ALIGNMENT_WEIGHT"]
+__all__ = ["Rater", "Judgement", "judge", "quality", "rating_scale", "pixel_quality", "vividness", "ALIGNMENT_WEIGHT"]
