@@ -74,7 +74,7 @@ def readme_block() -> str:
             f"**Controls** (`controls`): paired differences against the base model on {con['n_prompts']} held-out "
             f"prompts ({con['images_per_prompt']} images each, {con['generation']['num_steps']} DDIM steps; "
             f"best-of-N: {con['best_of_n_candidates']} candidates for each of the first "
-            f"{con.get('best_of_n_images_per_prompt', con['images_per_prompt'])} image(s)); "
+            f"{con['best_of_n_images_per_prompt']} image(s)); "
             "`parser` is the scene-parser score of every CompBench-like prompt. Positive controls must rise "
             "(CI above 0), the noise reward's must stay flat (CI, Bonferroni over its columns, contains 0).",
             "",

@@ -174,8 +174,7 @@ def reward_summary(rew: dict) -> pd.DataFrame:
             if "vs_noiseless_rating" in res:
                 v = res["vs_noiseless_rating"]
                 start = res.get("frozen_embedding_readout", {}).get("pearson")  # the best linear head on its CLIP
-                rows[f"{name}"] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "starting CLIP": start}
-                rows[f"{name}"]["n"] = v["n"]
+                rows[name] = {"test": f"{test} (Pearson r)", "model": v["pearson"], "starting CLIP": start, "n": v["n"]}
                 continue
             start = next(k for k in res if k not in ("model", "noise_ceiling"))
             rows[f"{name}: {test}"] = {

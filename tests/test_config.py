@@ -287,16 +287,14 @@ def test_set_profile_rejects_unknown(tmp_path, params_text):
         config.set_profile("smoke", q)
 
 
+def run_python(repo_root, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """This interpreter on `args` in a fresh process rooted at the repository (its output captured)."""
+    env = {**(os.environ if env is None else env), "REPLICATION_ROOT": str(repo_root)}
+    return subprocess.run([sys.executable, *args], cwd=repo_root, env=env, capture_output=True, text=True, timeout=120)
+
+
 def test_cli_check(repo_root):
-    env = {**os.environ, "REPLICATION_ROOT": str(repo_root)}
-    r = subprocess.run(
-        [sys.executable, "-m", "replication.stages", "check"],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_python(repo_root, "-m", "replication.stages", "check")
     assert r.returncode == 0, r.stderr
     assert re.search(r"valid for profiles tiny, smoke, sdxl", r.stdout)
 
@@ -394,15 +392,8 @@ except FileNotFoundError:
 print(d.is_progress_bar_enabled())
 """
     env = {k: v for k, v in os.environ.items() if k not in {"HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"}}
-    env.update(REPLICATION_ROOT=str(repo_root), DIFFUSERS_VERBOSITY="warning")
-    r = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path / "no_pipeline")],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    env["DIFFUSERS_VERBOSITY"] = "warning"
+    r = run_python(repo_root, "-c", code, str(tmp_path / "no_pipeline"), env=env)
     assert r.returncode == 0, r.stderr
     imported, levels, bar = r.stdout.strip().splitlines()
     assert imported == "[]"
