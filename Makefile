@@ -1,4 +1,5 @@
-# make repro [PROFILE=tiny|smoke|sdxl]  set up the environment, regenerate/check data/, run the DVC pipeline
+# make repro [PROFILE=tiny|smoke|sdxl] [JOBS=2]  set up, regenerate/check data/, run the DVC pipeline (JOBS: the
+#                                   controls and Table 1's fine-tuning runs that many at a time, as DVC experiments)
 # make test                         set up the environment, lint (ruff), check dvc.yaml's derived deps, run the tests
 #                                   and the SDXL step benchmark at its small size (keeps it working without a GPU)
 # make tune [JOBS=2]                the per-method search (tuning/dvc.yaml) as DVC experiments, then its table
@@ -42,7 +43,7 @@ data: setup
 # The default profile runs in place and renders the README's results block; any other profile runs in an isolated
 # copy under .profiles/<profile>/, so the committed results, figures, dvc.lock and params.yaml stay as they are.
 repro: setup data
-	$(PY) -m replication.pipeline repro --profile $(PROFILE)
+	$(PY) -m replication.pipeline repro --profile $(PROFILE) --jobs $(JOBS)
 
 # The fresh results against HEAD's (python -m replication.verify --ref REF to compare with another commit).
 verify: repro

@@ -85,3 +85,33 @@ def write_json(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def strip_local_paths(folder: Path) -> list[Path]:
+    """Drop `_name_or_path` from the JSON configs under folder where it is an absolute path.
+
+    diffusers and transformers record the folder a model was loaded from in every saved config
+    ("/work/main/models/base/unet"), which makes a saved model's bytes, and so its DVC hash, depend on
+    where the checkout lives. Hub ids ("stabilityai/...") are kept. Returns the files rewritten."""
+    import json
+
+    changed = []
+    for f in sorted(Path(folder).rglob("*.json")):
+        try:
+            cfg = json.loads(f.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(cfg, dict) and os.path.isabs(str(cfg.get("_name_or_path", ""))):
+            del cfg["_name_or_path"]
+            f.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+            changed.append(f)
+    return changed
+
+
+def relative(path: str | os.PathLike) -> str:
+    """path relative to the repository root where it lies under it (result files name no checkout)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(root()))
+    except ValueError:
+        return str(p)

@@ -249,9 +249,115 @@ def sync_copy(profile: str, root: Path | None = None) -> Path:
     return dst
 
 
-def repro(profile: str = DEFAULT_PROFILE, root: Path | None = None) -> int:
+def producers(dvc: dict, stages) -> list[str]:
+    """The stages outside `stages` whose outputs the given stages depend on (their direct upstream)."""
+    made_by = {_entry_name(o): n for n, st in dvc["stages"].items() for o in st.get("outs") or []}
+    up = set()
+    for s in stages:
+        for d in map(_entry_name, dvc["stages"][s].get("deps") or []):
+            up |= {n for o, n in made_by.items() if d == o or d.startswith(o + "/")}
+    return sorted(up - set(stages))
+
+
+def uncached_outs(stage: dict) -> list[str]:
+    """A stage's outputs kept in git (`cache: false`)."""
+    entries = [e for key in ("outs", "metrics", "plots") for e in stage.get(key) or []]
+    return [_entry_name(e) for e in entries if isinstance(e, dict) and next(iter(e.values())).get("cache") is False]
+
+
+def side_by_side_stages() -> tuple[str, ...]:
+    """What `make repro JOBS=N` runs side by side, longest first: the controls (about a quarter of a default run),
+    then Table 1's fine-tuning runs. None needs another's output (tests/test_pipeline_static.py checks it)."""
+    from .tables import FINETUNED
+
+    return ("controls", *FINETUNED)
+
+
+def side_by_side(stages, jobs: int, where: Path, env: dict) -> int:
+    """Bring the stages' upstream up to date, then run those of `stages` that are not as queued DVC experiments,
+    `jobs` at a time (in the order given: longest first), each process with cpu_count // jobs threads, and take
+    each finished run into the workspace (`take_result`), so that the `dvc repro` that follows finds them up to
+    date. The stages must be independent of each other. A run that fails here is simply run again by that
+    `dvc repro`, one at a time, where its error shows."""
+    from . import experiments
+
+    dvc = _yaml().load((where / "dvc.yaml").read_text())
+    up = producers(dvc, stages)
+    if up and (r := subprocess.run(["dvc", "repro", *up], cwd=where, env=env).returncode):
+        return r
+    status = json.loads(experiments.dvc("status", "--json", *stages, cwd=where, env=env).stdout or "{}")
+    stale = [s for s in stages if s in {k.split(":")[-1] for k in status}]
+    if not stale:
+        return 0
+    names = {s: experiments.exp_name(s, "repro-") for s in stale}
+    live = {n for n, state in experiments.tasks(where) if state in ("Queued", "Running")}
+    if foreign := sorted(live - set(names.values())):
+        print(
+            f"side by side: the experiment queue holds other queued or running tasks ({', '.join(foreign)}); running "
+            f"{len(stale)} stage(s) one at a time instead (`dvc queue status`; `dvc queue remove --queued`)",
+            flush=True,
+        )
+        return 0
+    todo = [s for s in stale if names[s] not in live]  # the others are still queued by an interrupted run
+    existing = set(experiments.dvc("exp", "list", "-A", "--name-only", cwd=where, env=env).stdout.split())
+    if old := sorted(existing & {names[s] for s in todo}):
+        experiments.dvc("exp", "remove", *old, cwd=where, env=env)
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"side by side: {len(stale)} stage(s), {jobs} at a time, {threads} thread(s) each: {', '.join(stale)}")
+    for s in todo:
+        experiments.dvc("exp", "run", "--queue", "-s", "-n", names[s], s, cwd=where, env=env)
+    wenv = {**env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    wenv.pop("REPLICATION_ROOT", None)  # each experiment's root is its own temporary copy
+    # not through a pipe: the queue's workers are daemons that would hold it open
+    if r := subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=where, env=wenv).returncode:
+        return r
+    done = experiments.wait(list(names.values()), cwd=where, show_progress=True)
+    failed = [s for s in stale if done[names[s]] != "Success"]
+    if failed:
+        print(
+            f"side by side: {', '.join(failed)} did not finish ({done}); `dvc queue logs <name>` says why", flush=True
+        )
+    for s in stale:
+        if s not in failed:
+            try:
+                take_result(s, experiments.commit_of(names[s], where), where, env)
+            except (RuntimeError, subprocess.CalledProcessError, KeyError) as e:  # dvc repro runs it instead
+                print(f"side by side: could not take {s}'s run into the workspace ({e}); it runs again", flush=True)
+    existing = set(experiments.dvc("exp", "list", "-A", "--name-only", cwd=where, env=env).stdout.split())
+    if ours := sorted(existing & set(names.values())):
+        experiments.dvc("exp", "remove", *ours, cwd=where, env=env)  # their outputs stay in the cache
+    return 0
+
+
+def take_result(stage: str, rev: str, where: Path, env: dict) -> None:
+    """Bring one stage's run from an experiment's commit into the workspace: its git-kept outputs, its dvc.lock
+    entry (the rest of the workspace's dvc.lock is left as it is), then its cached outputs (`dvc checkout`).
+    (DVC's run-cache restores a stage whose outputs are all cached but reran one with a `cache: false` file among
+    its `outs` (tests/test_side_by_side.py), and `dvc exp apply` rewrites the whole dvc.lock.)"""
+    from . import experiments
+
+    dvc = _yaml().load((where / "dvc.yaml").read_text())
+    for out in uncached_outs(dvc["stages"][stage]):
+        blob = subprocess.run(["git", "show", f"{rev}:{out}"], cwd=where, capture_output=True, check=True).stdout
+        (where / out).parent.mkdir(parents=True, exist_ok=True)
+        (where / out).write_bytes(blob)
+    y = _yaml()
+    theirs = y.load(
+        subprocess.run(["git", "show", f"{rev}:dvc.lock"], cwd=where, capture_output=True, check=True).stdout
+    )
+    lock = where / "dvc.lock"
+    ours = y.load(lock.read_text()) if lock.exists() else {"schema": theirs["schema"], "stages": {}}
+    ours["stages"][stage] = theirs["stages"][stage]
+    with lock.open("w") as f:
+        y.dump(ours, f)
+    experiments.dvc("checkout", stage, cwd=where, env=env)
+
+
+def repro(profile: str = DEFAULT_PROFILE, root: Path | None = None, jobs: int = 1) -> int:
     """`dvc repro` of a profile: in place for the default profile (then the compute report and the README's
-    results block), in `.profiles/<profile>/` for any other."""
+    results block), in `.profiles/<profile>/` for any other. With jobs > 1 (the default profile only: DVC's
+    experiments need a git workspace) the controls and Table 1's fine-tuning stages run side by side first
+    (`side_by_side`)."""
     root = root or paths.root()
     if profile not in config.PROFILES:
         raise config.ConfigError(f"profile {profile!r} is unknown; choose one of {', '.join(config.PROFILES)}")
@@ -272,10 +378,17 @@ def repro(profile: str = DEFAULT_PROFILE, root: Path | None = None) -> int:
                 f"profile's. Set it back to {DEFAULT_PROFILE} and run `make repro PROFILE=<profile>` for the others"
             )
     py = [sys.executable, "-m"]
-    for cmd in ([*py, f"{PACKAGE}.stages", "check"], ["dvc", "repro"]):
-        r = subprocess.run(cmd, cwd=where, env=env)
-        if r.returncode:
-            return r.returncode
+    r = subprocess.run([*py, f"{PACKAGE}.stages", "check"], cwd=where, env=env)
+    if r.returncode:
+        return r.returncode
+    if jobs > 1 and profile == DEFAULT_PROFILE:
+        if r := side_by_side(side_by_side_stages(), jobs, where, env):
+            return r
+    elif jobs > 1:
+        print(f"profile {profile}: its copy is not a git workspace, so stages run one at a time", flush=True)
+    r = subprocess.run(["dvc", "repro"], cwd=where, env=env)
+    if r.returncode:
+        return r.returncode
     if profile == DEFAULT_PROFILE:
         for cmd in ([*py, f"{PACKAGE}.report", "compute"], [*py, f"{PACKAGE}.report", "readme"]):
             r = subprocess.run(cmd, cwd=where, env=env)
@@ -293,6 +406,9 @@ def main(argv=None) -> int:
     c.add_argument("stage")
     r = sub.add_parser("repro", help="dvc repro of a profile (others than the default run in an isolated copy)")
     r.add_argument("--profile", default=DEFAULT_PROFILE)
+    r.add_argument(
+        "--jobs", type=int, default=1, help="Table 1's fine-tuning stages this many at a time (default profile only)"
+    )
     a = ap.parse_args(argv)
     files = [paths.root() / f for f in PIPELINES]
     if a.cmd == "write":
@@ -310,7 +426,7 @@ def main(argv=None) -> int:
         print("\n".join(code_deps(notebook_of(all_stages()[a.stage]))))
     else:
         try:
-            return repro(a.profile)
+            return repro(a.profile, jobs=a.jobs)
         except config.ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

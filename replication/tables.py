@@ -223,14 +223,17 @@ def training_table() -> pd.DataFrame | None:
 
 
 def compute_table(comp: dict) -> pd.DataFrame:
+    """Minutes per stage (* where it ran side by side with another), their sum, and the run's span."""
+    beside = set(comp["side_by_side"])
     rows = {
-        name: {
+        name + (" *" if name in beside else ""): {
             "minutes": round(comp["stages"][name] / 60, 1),
             "share": f"{comp['stages'][name] / comp['total_seconds']:.0%}",
         }
         for name in comp.get("order", comp["stages"])
     }
     rows["all stages"] = {"minutes": round(comp["total_seconds"] / 60, 1), "share": "100%"}
+    rows["first start to last end"] = {"minutes": round(comp["span_seconds"] / 60, 1), "share": ""}
     return pd.DataFrame(rows).T
 
 

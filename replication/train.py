@@ -205,7 +205,13 @@ def train(
         print(f"{method.name}: already trained with these parameters ({final}); reusing it")
         _publish(final, out_dir)
         _publish_log(run_dir, log_path)
-        return {"steps": cfg.steps, "done": True, "seconds": 0.0, "log": str(log_path), "final": str(final)}
+        return {
+            "steps": cfg.steps,
+            "done": True,
+            "seconds": 0.0,
+            "log": paths.relative(log_path),
+            "final": paths.relative(final),
+        }
 
     if cfg.grad_accum > 1 and getattr(method, "one_batch_per_step", False):
         raise ValueError(
@@ -319,12 +325,19 @@ def train(
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             method.save(tmp)
+            paths.strip_local_paths(tmp)
             tmp.rename(final)
             if not keep_checkpoints:
                 for c in _checkpoints(run_dir):
                     shutil.rmtree(c)
             _publish(final, out_dir)
-    return {"steps": last_step, "done": done, "seconds": time.time() - t0, "log": str(log_path), "final": str(final)}
+    return {
+        "steps": last_step,
+        "done": done,
+        "seconds": time.time() - t0,
+        "log": paths.relative(log_path),
+        "final": paths.relative(final),
+    }
 
 
 def _publish_log(run_dir: Path, log_path: Path) -> None:

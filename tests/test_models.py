@@ -348,3 +348,22 @@ def test_cond_operations_on_real_sdxl_conditioning(micro_sdxl):
     joined = Cond.cat([micro_sdxl.encode_uncond(2), both])
     assert len(joined) == 4 and torch.all(joined.hidden[:2] == 0)
     torch.testing.assert_close(joined.added["text_embeds"][2:], both.added["text_embeds"], atol=0, rtol=0)
+
+
+def test_saved_pipeline_is_the_same_bytes_wherever_its_source_lived(micro_sd_dir, tmp_path):
+    """A model folder's DVC hash must not depend on the checkout's path (diffusers and transformers record
+    the folder a component was loaded from as `_name_or_path`)."""
+    import shutil
+
+    from replication import paths
+
+    saved = {}
+    for where in ("checkout_a", "deeper/checkout_b"):
+        src = tmp_path / where / "base"
+        shutil.copytree(micro_sd_dir, src)
+        out = tmp_path / where / "finetuned"
+        T2IModel.from_pretrained(src).save(out)
+        assert any(str(src) in f.read_text() for f in out.rglob("*.json"))  # the defect being fixed
+        paths.strip_local_paths(out)
+        saved[where] = {str(f.relative_to(out)): f.read_bytes() for f in sorted(out.rglob("*")) if f.is_file()}
+    assert saved["checkout_a"] == saved["deeper/checkout_b"]

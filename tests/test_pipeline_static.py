@@ -208,7 +208,13 @@ FLOORS = [
         "replication.stats",
         "replication.progress",
     ),
-    ("replication.config", "replication.world", "replication.diffusion", "replication.curves"),
+    (
+        "replication.config",
+        "replication.world",
+        "replication.diffusion",
+        "replication.curves",
+        "replication.experiments",
+    ),
     ("replication.data", "replication.models", "replication.figures"),
     ("replication.rewards", "replication.feedback", "replication.evaluate"),
     ("replication.sources", "replication.metrics", "replication.tables", "replication.claims"),
@@ -395,3 +401,15 @@ def test_dvc_plots_draw_every_training_curve_and_figs_4_and_6():
     assert logged and logged <= drawn, sorted(logged - drawn)
     names = {next(iter(p)) for p in doc["plots"]}
     assert {"fig4_loss", "fig6_reward"} <= names
+
+
+def test_stages_run_side_by_side_need_nothing_of_each_other():
+    group = pipeline.side_by_side_stages()
+    assert set(group) <= set(DVC["stages"])
+    for s in group:
+        ancestors, todo = set(), [s]
+        while todo:  # every stage upstream of s, however far
+            new = set(pipeline.producers(DVC, [todo.pop()])) - ancestors
+            ancestors |= new
+            todo += new
+        assert not ancestors & set(group), f"{s} needs {ancestors & set(group)}, so it cannot run beside them"

@@ -63,11 +63,22 @@ def test_compute_report_reads_papermill_durations(tmp_path, monkeypatch):
         )
     )
     monkeypatch.setenv("REPLICATION_ROOT", str(tmp_path))
-    (tmp_path / "executed" / "a.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 61.04}}}))
+
+    def record(name, start, end, duration):
+        pm = {"start_time": f"2026-12-08T01:{start}", "end_time": f"2026-12-08T01:{end}", "duration": duration}
+        (tmp_path / "executed" / f"{name}.ipynb").write_text(json.dumps({"metadata": {"papermill": pm}}))
+
+    record("a", "00:00.000000", "01:01.040000", 61.04)
     with pytest.raises(FileNotFoundError, match=r"\['b'\]"):
         report.compute_report()
-    (tmp_path / "executed" / "b.ipynb").write_text(json.dumps({"metadata": {"papermill": {"duration": 119.0}}}))
+    record("b", "01:01.500000", "03:00.500000", 119.0)
     comp = report.compute_report()
     assert comp["stages"] == {"a": 61.0, "b": 119.0} and comp["total_seconds"] == 180.0 and comp["profile"] == "tiny"
+    assert comp["span_seconds"] == 180.5 and comp["side_by_side"] == []
     table = report.compute_table(comp)
     assert table.loc["all stages", "minutes"] == 3.0 and table.loc["b", "share"] == "66%"
+    record("b", "00:30.000000", "02:29.000000", 119.0)  # b started while a ran (queued experiments)
+    comp = report.compute_report()
+    assert comp["span_seconds"] == 149.0 and comp["side_by_side"] == ["a", "b"]
+    table = report.compute_table(comp)
+    assert table.loc["a *", "minutes"] == 1.0 and table.loc["first start to last end", "minutes"] == 2.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import pytest
 import torch
@@ -235,3 +236,18 @@ def test_optimizer_is_fused_adamw_with_the_configured_rule():
     for pa, pb, p0 in zip(a, b, start):
         torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
         assert (pa - p0).abs().max() > 1e-3  # three steps of lr 1e-2 moved it
+
+
+class SavesItsSource(Regression):
+    """Saves a config naming the folder it was 'loaded from', as diffusers and transformers do."""
+
+    def save(self, out_dir):
+        super().save(out_dir)
+        (out_dir / "config.json").write_text(json.dumps({"_name_or_path": str(out_dir.parent), "width": 4}))
+        (out_dir / "hub.json").write_text(json.dumps({"_name_or_path": "org/model", "width": 4}))
+
+
+def test_saved_result_names_no_local_folder(tmp_path):
+    train(SavesItsSource(), cfg(), tmp_path / "r", tmp_path / "r.csv", out_dir=tmp_path / "out", show_progress=False)
+    assert json.loads((tmp_path / "out" / "config.json").read_text()) == {"width": 4}
+    assert json.loads((tmp_path / "out" / "hub.json").read_text()) == {"_name_or_path": "org/model", "width": 4}

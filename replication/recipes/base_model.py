@@ -108,6 +108,7 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
     if p.source != "tiny":
         pipe = load_pipeline(p.source, p.revision)
         pipe.save_pretrained(str(out_dir))
+        paths.strip_local_paths(out_dir)
         return {"source": p.source, "revision": p.revision}
 
     ds = data.load_image_set(p.dataset)
@@ -124,7 +125,7 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
     )
     from diffusers import AutoencoderKL
 
-    pipe.vae = AutoencoderKL.from_pretrained(vae_fit["final"])
+    pipe.vae = AutoencoderKL.from_pretrained(paths.root() / vae_fit["final"])
     scale = latent_scaling_factor(pipe.vae, ds.images)
     pipe.vae.register_to_config(scaling_factor=scale)
 
@@ -136,7 +137,7 @@ def train_base_model(p: BaseModelParams, out_dir: Path | None = None, show_progr
         cond_dropout=p.unet.cond_dropout,
         train_text_encoder=True,
         fingerprint={
-            "vae": file_digest(Path(vae_fit["final"])),
+            "vae": file_digest(paths.root() / vae_fit["final"]),
             "scale": scale,
             "arch": vars(p.arch),
             "data": p.dataset,

@@ -52,6 +52,7 @@ def materialise(source: str, revision: str | None, target: Path) -> dict:
     shutil.copy(
         hf_hub_download(source, "preprocessor_config.json", revision=revision), target / "preprocessor_config.json"
     )
+    paths.strip_local_paths(target)
     return {"source": source, "revision": revision}
 
 

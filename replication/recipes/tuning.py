@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import config, data, diffusion, paths, stats
+from .. import config, data, diffusion, experiments, paths, stats
 from ..evaluate import GenerationParams, generate_rows
 from ..models import T2IModel
 from ..rewards import registry
@@ -256,36 +253,18 @@ def queue_commands(t: TuneParams) -> list[list[str]]:
 
 
 # ----------------------------------------------------------------------------- make tune
-def _dvc(*args: str) -> subprocess.CompletedProcess:
-    r = subprocess.run(["dvc", *args], capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
-    if r.returncode:
-        raise RuntimeError(f"`dvc {' '.join(args)}` failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
-    return r
-
-
 def queue(t: TuneParams) -> int:
     """Queue every cell of the grid as a DVC experiment of tuning/dvc.yaml (`dvc queue start` runs them)."""
     cmds = queue_commands(t)
     for cmd in cmds:
-        _dvc(*cmd[1:])
+        experiments.dvc(*cmd[1:])
     return len(cmds)
-
-
-def wait(poll: float = 10.0) -> dict[str, int]:
-    """Block until the experiment queue holds no queued or running task; the count of each final status."""
-    while True:
-        lines = _dvc("queue", "status").stdout.splitlines()[1:]
-        states = [ln.split()[-1] for ln in lines if ln.strip() and not ln.startswith("Worker")]
-        states = [s for s in states if s in ("Queued", "Running", "Success", "Failed")]
-        if not any(s in ("Queued", "Running") for s in states):
-            return {s: states.count(s) for s in set(states)}
-        time.sleep(poll)
 
 
 def collect(t: TuneParams) -> dict[str, dict]:
     """The table of every finished cell (from `dvc exp show --json`) and each method's choice."""
     # -A: experiments of every commit (commits made while the queue ran move HEAD away from the cells' baseline)
-    cells = cells_of_exp_show(json.loads(_dvc("exp", "show", "--json", "-A").stdout))
+    cells = cells_of_exp_show(json.loads(experiments.dvc("exp", "show", "--json", "-A").stdout))
     if not cells:
         raise RuntimeError(
             "no tuning cell has finished: run `make tune` (dvc exp show lists no results/tuning/cell.json)"
@@ -301,7 +280,7 @@ def main(argv=None) -> int:
     if a.cmd == "queue":
         print(f"queued {queue(t)} experiments of tuning/dvc.yaml (run them: dvc queue start -j N)")
     elif a.cmd == "wait":
-        print(f"experiment queue done: {wait()}")
+        print(f"experiment queue done: {experiments.wait()}")
     else:
         for method, c in collect(t).items():
             print(
