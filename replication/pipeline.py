@@ -265,6 +265,9 @@ def uncached_outs(stage: dict) -> list[str]:
     return [_entry_name(e) for e in entries if isinstance(e, dict) and next(iter(e.values())).get("cache") is False]
 
 
+IDENTITY = ("user.name", "user.email")
+
+
 def side_by_side_stages() -> tuple[str, ...]:
     """What `make repro JOBS=N` runs side by side, longest first: the controls (about a quarter of a default run),
     then Table 1's fine-tuning runs. None needs another's output (tests/test_pipeline_static.py checks it)."""
@@ -288,6 +291,14 @@ def side_by_side(stages, jobs: int, where: Path, env: dict) -> int:
     status = json.loads(experiments.dvc("status", "--json", *stages, cwd=where, env=env).stdout or "{}")
     stale = [s for s in stages if s in {k.split(":")[-1] for k in status}]
     if not stale:
+        return 0
+    who = [subprocess.run(["git", "config", k], cwd=where, env=env, capture_output=True).returncode for k in IDENTITY]
+    if any(who):
+        print(
+            "side by side: DVC's experiments are git commits and git has no user.name/user.email here (git config "
+            f"--global user.name ...; user.email ...); running {len(stale)} stage(s) one at a time instead",
+            flush=True,
+        )
         return 0
     names = {s: experiments.exp_name(s, "repro-") for s in stale}
     live = {n for n, state in experiments.tasks(where) if state in ("Queued", "Running")}

@@ -27,7 +27,7 @@ WRITE = (
 )
 
 
-def toy_project(tmp_path: Path) -> tuple[Path, Path]:
+def toy_project(tmp_path: Path, identity: bool = True) -> tuple[Path, Path]:
     repo, log = tmp_path / "repo", tmp_path / "runs.log"
     repo.mkdir()
     py = f'{sys.executable} -c "{WRITE.format(log=str(log))}"'
@@ -53,6 +53,9 @@ def toy_project(tmp_path: Path) -> tuple[Path, Path]:
     }
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "toy"]):
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
+    if identity:  # DVC's experiments are commits: they need git's user.name and user.email
+        for k, v in (("user.name", "t"), ("user.email", "t@t")):
+            subprocess.run(["git", "config", k, v], cwd=repo, check=True)
     return repo, log
 
 
@@ -89,3 +92,16 @@ def test_side_by_side_runs_each_stage_once_and_the_workspace_takes_its_result(tm
     # up to date: a second call queues nothing
     assert pipeline.side_by_side(["d", "a", "b"], 2, repo, env) == 0
     assert len(log.read_text().split("\n")[:-1]) == 5
+
+
+def test_without_a_git_identity_the_stages_run_one_at_a_time(tmp_path, capsys):
+    repo, log = toy_project(tmp_path, identity=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1"}
+    env.pop("GIT_CONFIG_GLOBAL", None)
+    assert pipeline.side_by_side(["d", "a", "b"], 2, repo, env) == 0
+    assert "git config --global user.name" in capsys.readouterr().out
+    assert log.read_text().split("\n")[:-1] == ["up -"]  # nothing queued
+    subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, check=True)
+    assert sorted(log.read_text().split("\n")[:-1]) == ["a -", "b -", "c -", "d -", "up -"]
