@@ -105,3 +105,14 @@ def test_without_a_git_identity_the_stages_run_one_at_a_time(tmp_path, capsys):
     assert log.read_text().split("\n")[:-1] == ["up -"]  # nothing queued
     subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, check=True)
     assert sorted(log.read_text().split("\n")[:-1]) == ["a -", "b -", "c -", "d -", "up -"]
+
+
+def test_a_run_left_queued_by_an_interrupted_repro_is_waited_for_not_queued_twice(tmp_path):
+    repo, log = toy_project(tmp_path)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    subprocess.run(["dvc", "repro", "up"], cwd=repo, env=env, capture_output=True, check=True)
+    experiments.dvc("exp", "run", "--queue", "-s", "-n", "repro-a", "a", cwd=repo)  # queued, never started
+    assert pipeline.side_by_side(["d", "a", "b"], 2, repo, env) == 0
+    # a ran once: the queued task was run and taken, not queued a second time
+    assert sorted(r.split()[0] for r in log.read_text().split("\n")[:-1]) == ["a", "b", "d", "up"]
+    assert (repo / "a.txt").read_text() == "seedupa"
