@@ -1,8 +1,9 @@
 """DVC's experiment queue, as `make tune` and `make repro JOBS=N` use it: run a dvc command, read the queue, wait.
 
 Runs go side by side only through DVC's own machinery (`dvc exp run --queue`, `dvc queue start -j N`): each
-queued experiment runs in its own temporary copy of the workspace, and its outputs reach DVC's cache and
-run-cache, from which the workspace's `dvc repro` checks them out instead of running the stage again.
+queued experiment runs in its own temporary copy of the workspace and ends as a commit under refs/exps/, its
+cached outputs in DVC's cache (`make tune` reads them with `dvc exp show`; `make repro` takes each stage's run
+into the workspace, replication/pipeline.py `take_result`).
 """
 
 from __future__ import annotations

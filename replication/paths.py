@@ -103,15 +103,5 @@ def strip_local_paths(folder: Path) -> list[Path]:
             continue
         if isinstance(cfg, dict) and os.path.isabs(str(cfg.get("_name_or_path", ""))):
             del cfg["_name_or_path"]
-            f.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-            changed.append(f)
+            changed.append(write_json(f, cfg))
     return changed
-
-
-def relative(path: str | os.PathLike) -> str:
-    """path relative to the repository root where it lies under it (result files name no checkout)."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(root()))
-    except ValueError:
-        return str(p)

@@ -249,9 +249,14 @@ def sync_copy(profile: str, root: Path | None = None) -> Path:
     return dst
 
 
+def outputs(stage: dict) -> list:
+    """Every output entry of a stage: its outs, metrics and plots (each a path or {path: options})."""
+    return [e for key in ("outs", "metrics", "plots") for e in stage.get(key) or []]
+
+
 def producers(dvc: dict, stages) -> list[str]:
     """The stages outside `stages` whose outputs the given stages depend on (their direct upstream)."""
-    made_by = {_entry_name(o): n for n, st in dvc["stages"].items() for o in st.get("outs") or []}
+    made_by = {_entry_name(o): n for n, st in dvc["stages"].items() for o in outputs(st)}
     up = set()
     for s in stages:
         for d in map(_entry_name, dvc["stages"][s].get("deps") or []):
@@ -261,8 +266,9 @@ def producers(dvc: dict, stages) -> list[str]:
 
 def uncached_outs(stage: dict) -> list[str]:
     """A stage's outputs kept in git (`cache: false`)."""
-    entries = [e for key in ("outs", "metrics", "plots") for e in stage.get(key) or []]
-    return [_entry_name(e) for e in entries if isinstance(e, dict) and next(iter(e.values())).get("cache") is False]
+    return [
+        _entry_name(e) for e in outputs(stage) if isinstance(e, dict) and next(iter(e.values())).get("cache") is False
+    ]
 
 
 IDENTITY = ("user.name", "user.email")

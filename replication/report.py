@@ -138,14 +138,13 @@ def compute_report() -> dict:
     (executed/ is a DVC output: a stage restored from the cache keeps the duration of the run that made it).
     Written to results/compute.json by `python -m replication.report compute` (`make repro` runs it)."""
     import json
+    from datetime import datetime
 
     import yaml
 
     root = paths.root()
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     lock = yaml.safe_load((root / "dvc.lock").read_text()) if (root / "dvc.lock").exists() else {}
-    from datetime import datetime
-
     seconds, spans, missing = {}, {}, []
     for name, st in stages.items():
         nb = root / st["cmd"].split()[2]

@@ -205,13 +205,7 @@ def train(
         print(f"{method.name}: already trained with these parameters ({final}); reusing it")
         _publish(final, out_dir)
         _publish_log(run_dir, log_path)
-        return {
-            "steps": cfg.steps,
-            "done": True,
-            "seconds": 0.0,
-            "log": paths.relative(log_path),
-            "final": paths.relative(final),
-        }
+        return {"steps": cfg.steps, "done": True, "seconds": 0.0, **_where(log_path, final)}
 
     if cfg.grad_accum > 1 and getattr(method, "one_batch_per_step", False):
         raise ValueError(
@@ -331,13 +325,12 @@ def train(
                 for c in _checkpoints(run_dir):
                     shutil.rmtree(c)
             _publish(final, out_dir)
-    return {
-        "steps": last_step,
-        "done": done,
-        "seconds": time.time() - t0,
-        "log": paths.relative(log_path),
-        "final": paths.relative(final),
-    }
+    return {"steps": last_step, "done": done, "seconds": time.time() - t0, **_where(log_path, final)}
+
+
+def _where(log_path: Path, final: Path) -> dict:
+    """Where a run's log and result are, as result files record paths (relative to the repository root)."""
+    return {"log": paths.display(log_path), "final": paths.display(final)}
 
 
 def _publish_log(run_dir: Path, log_path: Path) -> None:
